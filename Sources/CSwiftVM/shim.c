@@ -1,0 +1,1 @@
+#include "CSwiftVM.h"
