@@ -32,9 +32,11 @@ extension ImageSource {
     /// Reads `count` bytes at `offset` into a new array.
     public func bytes(at offset: UInt64, count: Int) throws(ImageReadError) -> [UInt8] {
         var result = [UInt8](repeating: 0, count: count)
-        try result.withUnsafeMutableBytes { (buffer) throws(ImageReadError) in
-            try read(at: offset, into: buffer)
+        var failure: ImageReadError?
+        result.withUnsafeMutableBytes { buffer in
+            do { try read(at: offset, into: buffer) } catch { failure = error }
         }
+        if let failure { throw failure }
         return result
     }
 }
