@@ -34,7 +34,7 @@ extension ImageSource {
         var result = [UInt8](repeating: 0, count: count)
         var failure: ImageReadError?
         result.withUnsafeMutableBytes { buffer in
-            do { try read(at: offset, into: buffer) } catch { failure = error }
+            do throws(ImageReadError) { try read(at: offset, into: buffer) } catch { failure = error }
         }
         if let failure { throw failure }
         return result
