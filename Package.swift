@@ -3,8 +3,8 @@ import PackageDescription
 
 // Layers, lowest first; each target imports only targets listed before it.
 //   CSwiftVM        C shim over the Linux UAPI headers (ioctl numbers, wrappers)
+//   SwiftVMGuest    guest memory and the pure builders (loaders, zero page, tables, CPUID)
 //   SwiftVMHost     syscalls, file descriptors, eventfd/epoll, threads; /dev/kvm, VM, vCPU
-//   SwiftVMGuest    guest memory and the pure builders (loaders, zero page, tables)
 //   SwiftVMDevices  buses and emulated devices; they see guest memory, never KVM
 //   SwiftVM         the VMM: assembles a machine, runs vCPUs and the event loop
 //   swiftvm         the command-line front end
@@ -19,8 +19,8 @@ let package = Package(
     ],
     targets: [
         .target(name: "CSwiftVM", cSettings: [.define("_GNU_SOURCE")]),
-        .target(name: "SwiftVMHost", dependencies: ["CSwiftVM"]),
         .target(name: "SwiftVMGuest"),
+        .target(name: "SwiftVMHost", dependencies: ["CSwiftVM", "SwiftVMGuest"]),
         .target(name: "SwiftVMDevices", dependencies: ["SwiftVMGuest"]),
         .target(name: "SwiftVM", dependencies: ["SwiftVMHost", "SwiftVMGuest", "SwiftVMDevices"]),
         .executableTarget(
