@@ -1,0 +1,149 @@
+import Glibc
+import SwiftVMHost
+
+/// Boots the project's test guest in several machine shapes and checks what
+/// it reports, so a person can see in seconds whether this host runs microVMs.
+///
+/// Each scenario becomes `PASS`/`FAIL` lines; the guest's own checks (boot
+/// protocol, e820, memory size, MP table, SMP start-up, UART interrupt) are
+/// reported one per line under the scenario's name.
+public struct SelfTest {
+    public struct Scenario: Sendable {
+        public var name: String
+        public var vcpus: Int
+        public var memoryMiB: Int
+        public var mode: String
+        public var expectedExit: ExpectedExit
+        public var extraCommandLine: String = ""
+
+        public enum ExpectedExit: Sendable { case reset, tripleFault }
+    }
+
+    /// One line of the report.
+    public struct Check: Sendable {
+        public var name: String
+        public var passed: Bool
+        public var detail: String
+
+        public var line: String { passed ? "PASS \(name)" + (detail.isEmpty ? "" : ": \(detail)") : "FAIL \(name): \(detail)" }
+    }
+
+    public static let scenarios: [Scenario] = [
+        Scenario(name: "1 vCPU, 128 MiB", vcpus: 1, memoryMiB: 128, mode: "selftest", expectedExit: .reset),
+        Scenario(name: "4 vCPUs, 1 GiB", vcpus: 4, memoryMiB: 1024, mode: "selftest", expectedExit: .reset),
+        Scenario(name: "2 vCPUs, 4 GiB", vcpus: 2, memoryMiB: 4096, mode: "selftest", expectedExit: .reset),
+        Scenario(name: "triple fault", vcpus: 1, memoryMiB: 128, mode: "triplefault", expectedExit: .tripleFault),
+    ]
+
+    public let guestPath: String
+    public let kvmPath: String
+    /// How long one scenario may run before it is stopped and failed.
+    public var timeoutSeconds: Int32 = 120
+
+    public init(guestPath: String, kvmPath: String = KVM.defaultPath) {
+        self.guestPath = guestPath
+        self.kvmPath = kvmPath
+    }
+
+    /// The command line the guest gets for `scenario`.
+    public static func commandLine(for scenario: Scenario) -> String {
+        var line = "console=ttyS0 reboot=k panic=1 testguest.mode=\(scenario.mode) "
+            + "testguest.mem_mib=\(scenario.memoryMiB) testguest.cpus=\(scenario.vcpus)"
+        if !scenario.extraCommandLine.isEmpty { line += " " + scenario.extraCommandLine }
+        return line
+    }
+
+    /// Runs `scenario` and returns its checks; `report` sees each as it is made.
+    public func run(_ scenario: Scenario) -> [Check] {
+        let console = ConsoleCapture()
+        let commandLine = SelfTest.commandLine(for: scenario)
+        var config = VMConfig(
+            kernelPath: guestPath, commandLine: commandLine, vcpuCount: scenario.vcpus,
+            memoryMiB: scenario.memoryMiB, serialOutput: .sink(console), serialInput: false)
+        config.kvmPath = kvmPath
+        let vm: MicroVM
+        do { vm = try MicroVM(config: config) } catch {
+            return [Check(name: scenario.name, passed: false, detail: "cannot build the VM: \(error)")]
+        }
+        let watchdog = Watchdog(seconds: timeoutSeconds) {
+            vm.stop(reason: "no result within \(timeoutSeconds) s")
+        }
+        let reason = vm.run()
+        watchdog.cancel()
+        return SelfTest.evaluate(scenario, reason: reason, console: console.lines, commandLine: commandLine)
+    }
+
+    /// Judges a finished run from its exit reason and console output.
+    public static func evaluate(_ scenario: Scenario, reason: VMExitReason, console: [String], commandLine: String) -> [Check] {
+        var checks: [Check] = []
+        let name = scenario.name
+        switch scenario.expectedExit {
+        case .tripleFault:
+            if case .tripleFault = reason {
+                checks.append(Check(name: "\(name): crash report", passed: true, detail: "reported as a triple fault, exit status \(reason.exitCode)"))
+            } else {
+                checks.append(Check(name: "\(name): crash report", passed: false, detail: "expected a triple fault, got: \(reason)"))
+            }
+            return checks
+        case .reset:
+            break
+        }
+        if let echoed = console.first(where: { $0.hasPrefix("CMDLINE ") }) {
+            let seen = String(echoed.dropFirst("CMDLINE ".count))
+            checks.append(Check(
+                name: "\(name): command line", passed: seen == commandLine,
+                detail: seen == commandLine ? "" : "guest saw \"\(seen)\", expected \"\(commandLine)\""))
+        }
+        for line in console {
+            if line.hasPrefix("PASS ") {
+                checks.append(Check(name: "\(name): \(line.dropFirst(5))", passed: true, detail: ""))
+            } else if line.hasPrefix("FAIL ") {
+                let body = line.dropFirst(5)
+                let parts = body.split(separator: ":", maxSplits: 1)
+                checks.append(Check(
+                    name: "\(name): \(parts.first ?? body)", passed: false,
+                    detail: parts.count > 1 ? parts[1].trimmingPrefixSpaces : "failed"))
+            }
+        }
+        let finished = console.contains { $0.hasPrefix("RESULT ") }
+        if !finished {
+            let tail = console.suffix(5).joined(separator: " | ")
+            checks.append(Check(name: "\(name): guest finished", passed: false, detail: "no RESULT line; \(reason); last output: \(tail)"))
+        }
+        if case .reset = reason {
+            checks.append(Check(name: "\(name): i8042 reset", passed: true, detail: "exit status 0"))
+        } else {
+            checks.append(Check(name: "\(name): i8042 reset", passed: false, detail: "the VM ended with: \(reason)"))
+        }
+        return checks
+    }
+}
+
+extension Substring {
+    fileprivate var trimmingPrefixSpaces: String { String(drop { $0 == " " }) }
+}
+
+/// Calls `action` after `seconds` unless cancelled first.
+final class Watchdog: Sendable {
+    private let cancelled: EventFD?
+    private let thread: HostThread?
+
+    init(seconds: Int32, action: @escaping @Sendable () -> Void) {
+        guard let cancelled = try? EventFD(), let epoll = try? Epoll() else {
+            self.cancelled = nil
+            thread = nil
+            return
+        }
+        self.cancelled = cancelled
+        try? epoll.add(cancelled.rawValue, token: 0)
+        thread = try? HostThread.spawn(name: "swiftvm-watchdog") {
+            let events = (try? epoll.wait(maxEvents: 1, timeoutMilliseconds: seconds * 1000)) ?? []
+            if events.isEmpty { action() }
+        }
+    }
+
+    func cancel() {
+        cancelled?.signal()
+        thread?.join()
+    }
+}

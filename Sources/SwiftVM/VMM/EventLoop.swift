@@ -1,0 +1,128 @@
+import Glibc
+import SwiftVMHost
+import SwiftVMDevices
+
+/// Feeds the VMM's standard input to the serial console and watches for
+/// stop requests, on the device event-loop thread.
+///
+/// On a terminal, Ctrl-A is an escape: Ctrl-A x quits, Ctrl-A Ctrl-A sends one
+/// Ctrl-A to the guest. Input is never dropped: while the UART's receive FIFO
+/// is full, standard input is not read.
+final class EventLoop: @unchecked Sendable {
+    // Only the event-loop thread touches the mutable state below.
+    private let epoll: Epoll
+    private let latch: ExitLatch
+    private let stop: EventFD
+    private let signals: FileDescriptor
+    private let serial: Serial8250?
+    private let inputResume: EventFD
+    private let input: Int32?
+    private let escapes: Bool
+    private var pending: [UInt8] = []
+    private var inputWatched = false
+    private var inputClosed = false
+    private var sawEscape = false
+
+    private enum Token: UInt64 { case stop, signal, input, inputResume }
+
+    static let escapeByte: UInt8 = 0x01  // Ctrl-A
+
+    init(latch: ExitLatch, signals: FileDescriptor, serial: Serial8250?, inputResume: EventFD, input: Int32?, escapes: Bool) throws(SystemError) {
+        self.epoll = try Epoll()
+        self.latch = latch
+        self.stop = try EventFD()
+        self.signals = signals
+        self.serial = serial
+        self.inputResume = inputResume
+        self.input = input
+        self.escapes = escapes
+        try epoll.add(stop.rawValue, token: Token.stop.rawValue)
+        try epoll.add(signals.rawValue, token: Token.signal.rawValue)
+        try epoll.add(inputResume.rawValue, token: Token.inputResume.rawValue)
+        if let input, serial != nil {
+            try epoll.add(input, token: Token.input.rawValue)
+            inputWatched = true
+        }
+    }
+
+    /// Asks the loop to return.
+    func requestStop() { stop.signal() }
+
+    /// Runs until `requestStop`.
+    func run() {
+        while true {
+            let events: [Epoll.Event]
+            do { events = try epoll.wait() } catch {
+                latch.finish(.vmmError("event loop: \(error)"))
+                return
+            }
+            for event in events {
+                switch Token(rawValue: event.token) {
+                case .stop:
+                    return
+                case .signal:
+                    if let number = Signals.readSignal(from: signals) { latch.finish(.signal(number)) }
+                case .inputResume:
+                    inputResume.drain()
+                    deliverPending()
+                case .input:
+                    readInput(hangup: event.hangup && !event.readable)
+                case nil:
+                    break
+                }
+            }
+        }
+    }
+
+    private func readInput(hangup: Bool) {
+        guard let input else { return }
+        var buffer = [UInt8](repeating: 0, count: 256)
+        let count = hangup ? 0 : buffer.withUnsafeMutableBytes { Glibc.read(input, $0.baseAddress, $0.count) }
+        if count < 0 && (errno == EINTR || errno == EAGAIN) { return }
+        if count <= 0 {
+            // End of input: the guest keeps running, it just gets no more bytes.
+            try? epoll.remove(input)
+            inputWatched = false
+            inputClosed = true
+            return
+        }
+        for byte in buffer.prefix(count) { accept(byte) }
+        deliverPending()
+    }
+
+    private func accept(_ byte: UInt8) {
+        guard escapes else {
+            pending.append(byte)
+            return
+        }
+        if sawEscape {
+            sawEscape = false
+            switch byte {
+            case UInt8(ascii: "x"), UInt8(ascii: "X"):
+                latch.finish(.userQuit)
+            case EventLoop.escapeByte:
+                pending.append(byte)
+            default:
+                break
+            }
+        } else if byte == EventLoop.escapeByte {
+            sawEscape = true
+        } else {
+            pending.append(byte)
+        }
+    }
+
+    /// Hands buffered bytes to the UART; stops reading input while it is full.
+    private func deliverPending() {
+        guard let serial, let input else { return }
+        if !pending.isEmpty {
+            let taken = serial.enqueueInput(pending)
+            pending.removeFirst(taken)
+        }
+        let wantInput = pending.isEmpty
+        if !inputClosed, wantInput != inputWatched {
+            try? epoll.modify(input, token: Token.input.rawValue, readable: wantInput)
+            inputWatched = wantInput
+        }
+    }
+}

@@ -1,0 +1,73 @@
+import Glibc
+import Synchronization
+import SwiftVMHost
+
+/// Records the first reason the VM stops and wakes whoever waits for it.
+///
+/// Every thread (vCPUs, the event loop, device callbacks) reports through
+/// here; only the first report counts, later ones are ignored.
+final class ExitLatch: Sendable {
+    private let reason = Mutex<VMExitReason?>(nil)
+    let event: EventFD
+
+    init() throws(SystemError) { event = try EventFD() }
+
+    /// True once a reason has been recorded.
+    var isSet: Bool { reason.withLock { $0 != nil } }
+
+    func finish(_ newReason: VMExitReason) {
+        let first = reason.withLock { current -> Bool in
+            guard current == nil else { return false }
+            current = newReason
+            return true
+        }
+        if first { event.signal() }
+    }
+
+    /// Blocks until a reason is recorded and returns it.
+    func wait() -> VMExitReason {
+        while true {
+            if let recorded = reason.withLock({ $0 }) { return recorded }
+            event.drain()
+        }
+    }
+}
+
+/// An interrupt line backed by a KVM irqfd: each trigger injects one edge.
+struct IRQFDLine: InterruptLine {
+    let eventfd: EventFD
+    func trigger() { eventfd.signal() }
+}
+
+/// Serial output to a file descriptor (standard output or a file).
+final class FileSink: ByteSink {
+    let fd: FileDescriptor?
+    let raw: Int32
+    private let failed = Mutex(false)
+
+    init(raw: Int32, owning: FileDescriptor? = nil) {
+        self.raw = raw
+        self.fd = owning
+    }
+
+    func write(_ bytes: UnsafeRawBufferPointer) {
+        guard let base = bytes.baseAddress else { return }
+        var done = 0
+        while done < bytes.count {
+            let written = Glibc.write(raw, base + done, bytes.count - done)
+            if written > 0 {
+                done += written
+            } else if written < 0 && errno == EINTR {
+                continue
+            } else {
+                // Losing the console is not a reason to kill the guest; say so once.
+                let first = failed.withLock { wasFailed in
+                    defer { wasFailed = true }
+                    return !wasFailed
+                }
+                if first { Log.warning("serial console output failed (\(SystemError("write", errno: errno))); discarding further output") }
+                return
+            }
+        }
+    }
+}

@@ -1,0 +1,75 @@
+import SwiftVMHost
+import SwiftVMDevices
+
+/// The `KVM_RUN` loop of one vCPU, run on that vCPU's own thread.
+///
+/// Port I/O and MMIO exits are served synchronously through the buses;
+/// anything that ends the VM is reported to the exit latch.
+struct VCPURunner: Sendable {
+    let vcpu: VCPU
+    let portBus: Bus
+    let mmioBus: Bus
+    let memory: GuestMemory
+    let latch: ExitLatch
+
+    func run() {
+        while !latch.isSet {
+            let exit: VCPUExit
+            do { exit = try vcpu.run() } catch {
+                latch.finish(.vmmError("\(error)"))
+                return
+            }
+            switch exit {
+            case .io(let port, let isWrite, let data, let count):
+                let width = count > 0 ? data.count / count : 0
+                for i in 0..<count {
+                    let slice = UnsafeMutableRawBufferPointer(rebasing: data[(i * width)..<((i + 1) * width)])
+                    serve(portBus, address: UInt64(port), isWrite: isWrite, data: slice, space: "port")
+                }
+            case .mmio(let address, let isWrite, let data):
+                serve(mmioBus, address: address, isWrite: isWrite, data: data, space: "MMIO")
+            case .interrupted:
+                continue
+            case .halt:
+                // With the in-kernel LAPIC, HLT never reaches user space; if it
+                // does, the guest is stopped for good.
+                latch.finish(.powerOff)
+            case .shutdown:
+                let (registers, instruction) = crashContext()
+                latch.finish(.tripleFault(vcpu: vcpu.id, registers: registers, instruction: instruction))
+            case .systemEvent(let type):
+                switch type {
+                case 1: latch.finish(.powerOff)  // KVM_SYSTEM_EVENT_SHUTDOWN
+                case 2: latch.finish(.reset)  // KVM_SYSTEM_EVENT_RESET
+                default: latch.finish(.guestCrash(vcpu: vcpu.id))  // KVM_SYSTEM_EVENT_CRASH and newer kinds
+                }
+            case .failEntry(let reason, _):
+                latch.finish(.failEntry(vcpu: vcpu.id, reason: reason))
+            case .internalError(let suberror, let data):
+                let (registers, instruction) = crashContext()
+                latch.finish(.kvmInternalError(
+                    vcpu: vcpu.id, suberror: suberror, data: data, registers: registers, instruction: instruction))
+            case .exception(let number, let errorCode):
+                latch.finish(.vmmError("vCPU \(vcpu.id): unhandled guest exception \(number), error code \(errorCode)"))
+            case .unknown(let reason):
+                latch.finish(.vmmError("vCPU \(vcpu.id): unexpected KVM exit reason \(reason)"))
+            }
+        }
+    }
+
+    private func serve(_ bus: Bus, address: UInt64, isWrite: Bool, data: UnsafeMutableRawBufferPointer, space: String) {
+        let claimed = isWrite ? bus.write(address, from: UnsafeRawBufferPointer(data)) : bus.read(address, into: data)
+        if !claimed, Log.isEnabled(.debug) {
+            let hex = String(address, radix: 16)
+            Log.debug("vCPU \(vcpu.id): \(isWrite ? "write to" : "read from") unclaimed \(space) 0x\(hex) (\(data.count) bytes)")
+        }
+    }
+
+    /// Registers and up to 15 instruction bytes at RIP, for a crash report.
+    private func crashContext() -> (VCPUSnapshot?, [UInt8]?) {
+        guard let snapshot = try? vcpu.snapshot() else { return (nil, nil) }
+        guard let physical = snapshot.ripPhysical else { return (snapshot, nil) }
+        let bytes = try? memory.read(at: GuestAddress(physical), count: 15)
+        return (snapshot, bytes)
+    }
+}

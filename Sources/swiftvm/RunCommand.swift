@@ -1,0 +1,81 @@
+import ArgumentParser
+import SwiftVM
+
+struct RunCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Boot a guest kernel with the serial console on this terminal.",
+        discussion: """
+            The guest's console is shown on standard output and reads standard input. On a \
+            terminal, press Ctrl-A x to stop the VM (Ctrl-A Ctrl-A sends one Ctrl-A). \
+            swiftvm exits 0 when the guest reboots or powers off.
+            """)
+
+    @Option(help: "The guest kernel: an uncompressed x86_64 ELF vmlinux.")
+    var kernel: String
+
+    @Option(help: "An initrd or initramfs image.")
+    var initrd: String?
+
+    @Option(help: ArgumentHelp(
+        "The kernel command line, replacing the default.",
+        discussion: "Default: \(KernelCommandLine.defaultX86)"))
+    var cmdline: String?
+
+    @Option(help: "Words added to the end of the kernel command line.")
+    var append: [String] = []
+
+    @Option(help: "Number of vCPUs (1 to \(VMConfig.maxVCPUs)).")
+    var vcpus: Int = 1
+
+    @Option(help: "Guest RAM in MiB.")
+    var memory: Int = 128
+
+    @Option(help: "Write the serial console to this file instead of standard output.")
+    var serialOut: String?
+
+    @Flag(help: "Do not connect standard input to the serial console.")
+    var noConsoleInput = false
+
+    @Option(help: "A CPU template (Firecracker's custom template JSON) applied to the guest's CPUID and MSRs.")
+    var cpuTemplate: String?
+
+    @OptionGroup var log: LogOptions
+
+    func validate() throws {
+        guard (1...VMConfig.maxVCPUs).contains(vcpus) else {
+            throw ValidationError("--vcpus must be between 1 and \(VMConfig.maxVCPUs); got \(vcpus)")
+        }
+        guard (VMConfig.minMemoryMiB...VMConfig.maxMemoryMiB).contains(memory) else {
+            throw ValidationError("--memory must be between \(VMConfig.minMemoryMiB) and \(VMConfig.maxMemoryMiB) MiB; got \(memory)")
+        }
+    }
+
+    func run() throws {
+        log.apply()
+        var commandLine = cmdline ?? KernelCommandLine.defaultX86
+        for extra in append where !extra.isEmpty { commandLine += " " + extra }
+        var config = VMConfig(kernelPath: kernel, commandLine: commandLine, vcpuCount: vcpus, memoryMiB: memory)
+        config.initrdPath = initrd
+        config.serialInput = !noConsoleInput
+        if let serialOut { config.serialOutput = .file(serialOut) }
+        if let cpuTemplate {
+            do { config.cpuTemplate = try CPUTemplateFile.load(path: cpuTemplate) } catch {
+                Log.error(error.description)
+                throw ExitCode(error.exitCode)
+            }
+        }
+        let vm: MicroVM
+        do { vm = try MicroVM(config: config) } catch {
+            Log.error(error.description)
+            throw ExitCode(error.exitCode)
+        }
+        let reason = vm.run()
+        if reason.isClean {
+            Log.info(reason.description)
+        } else {
+            Log.error(reason.description)
+        }
+        throw ExitCode(reason.exitCode)
+    }
+}

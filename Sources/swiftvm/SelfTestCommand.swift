@@ -1,0 +1,66 @@
+import ArgumentParser
+import Glibc
+import SwiftVM
+
+struct SelfTestCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "selftest",
+        abstract: "Check that this host can run microVMs, by booting swiftvm's own test guest.",
+        discussion: """
+            Prints what the host offers (KVM API version, backend module, hardware \
+            virtualization), then one PASS or FAIL line per check and a summary. Exits 0 only \
+            if every check passes.
+            """)
+
+    @Option(help: "The test guest to boot (default: swiftvm-testguest next to the swiftvm executable, or $SWIFTVM_TESTGUEST).")
+    var guest: String?
+
+    @OptionGroup var log: LogOptions
+
+    func run() throws {
+        log.apply()
+        let host = HostReport.probe()
+        print("Host:")
+        for line in host.lines { print("  \(line)") }
+
+        var passed = 0
+        var failed = 0
+        func report(_ check: SelfTest.Check) {
+            print(check.line)
+            if check.passed { passed += 1 } else { failed += 1 }
+        }
+        if case .failure(let error) = host.kvm {
+            report(SelfTest.Check(name: "kvm", passed: false, detail: error.description))
+        } else if let guestPath = locateGuest() {
+            report(SelfTest.Check(name: "kvm", passed: true, detail: "/dev/kvm opened"))
+            let test = SelfTest(guestPath: guestPath)
+            for scenario in SelfTest.scenarios {
+                for check in test.run(scenario) { report(check) }
+            }
+        } else {
+            report(SelfTest.Check(
+                name: "test guest", passed: false,
+                detail: "swiftvm-testguest not found next to \(executableDirectory() ?? "the swiftvm executable"); "
+                    + "build it with scripts/setup.sh (or make -C Tests/TestGuest) or pass --guest PATH"))
+        }
+        print("\(passed) passed, \(failed) failed")
+        if failed > 0 { throw ExitCode.failure }
+    }
+
+    private func locateGuest() -> String? {
+        if let guest { return guest }
+        if let env = getenv("SWIFTVM_TESTGUEST") { return String(cString: env) }
+        guard let directory = executableDirectory() else { return nil }
+        let candidate = directory + "/swiftvm-testguest"
+        return access(candidate, R_OK) == 0 ? candidate : nil
+    }
+
+    private func executableDirectory() -> String? {
+        var buffer = [CChar](repeating: 0, count: 4096)
+        let count = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+        guard count > 0 else { return nil }
+        let path = String(decoding: buffer.prefix(count).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        guard let slash = path.lastIndex(of: "/") else { return nil }
+        return String(path[..<slash])
+    }
+}

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Sets swiftvm up on a fresh machine and runs its self-test: installs the few
+# Debian packages it needs, builds swiftvm (release) and the test guest, and
+# boots the guest in several machine shapes with `swiftvm selftest`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-deps.sh
+swift build -c release --product swiftvm
+bin=$(swift build -c release --show-bin-path)
+make -s -C Tests/TestGuest BUILD="$bin"
+echo "swiftvm is at $bin/swiftvm" >&2
+exec "$bin/swiftvm" selftest "$@"
