@@ -179,34 +179,76 @@ final class Machine: @unchecked Sendable {
     ]
 
     private static func createVCPUs(kvm: KVM, vm: VirtualMachine, config: VMConfig, entry: GuestAddress) throws(VMMError) -> [VCPU] {
-        let supported: [CPUIDEntry]
+        var supported: [CPUIDEntry]
         do { supported = try kvm.supportedCPUID() } catch { throw .kvm(error, while: "reading supported CPUID") }
+        // The template goes first and topology last, so a template can hide
+        // features but never break APIC ids or counts.
+        if let template = config.cpuTemplate {
+            do { supported = try template.apply(to: supported) } catch {
+                throw VMMError(.badInput, "cpu template: \(error)")
+            }
+        }
         let tscDeadline = kvm.hasTSCDeadlineTimer
-        let longMode = BootGDT.longModeEntry(rip: entry.rawValue)
+        let longMode = longModeEntry(rip: entry.rawValue)
         var vcpus: [VCPU] = []
         for index in 0..<config.vcpuCount {
             do {
                 let vcpu = try vm.createVCPU(id: index)
-                var cpuid = CPUIDNormalizer.normalize(
+                let cpuid = CPUIDNormalizer.normalize(
                     supported, vcpuIndex: index, vcpuCount: config.vcpuCount, tscDeadline: tscDeadline)
-                if let template = config.cpuTemplate { cpuid = template.apply(to: cpuid) }
                 try vcpu.setCPUID(cpuid)
                 try vcpu.setMSRs(bootMSRs)
                 if let template = config.cpuTemplate, !template.msrModifiers.isEmpty {
-                    let addresses = template.msrModifiers.map(\.address)
-                    let current = try vcpu.getMSRs(addresses)
-                    let updated = zip(template.msrModifiers, current).map { modifier, value in
-                        (index: modifier.address, value: modifier.bitmap.apply(to: value))
-                    }
-                    try vcpu.setMSRs(updated)
+                    try applyMSRTemplate(template, to: vcpu)
                 }
                 try vcpu.resetFPU()
                 try vcpu.configureLocalInterrupts()
                 try vcpu.setLongModeEntry(longMode)
                 vcpus.append(vcpu)
-            } catch { throw .kvm(error, while: "setting up vCPU \(index)") }
+            } catch let error as VMMError {
+                throw error
+            } catch let error as KVMError {
+                throw .kvm(error, while: "setting up vCPU \(index)")
+            } catch {
+                throw VMMError(.internalError, "setting up vCPU \(index): \(error)")
+            }
         }
         return vcpus
+    }
+
+    /// Reads the MSRs a template names, forces its bits, and writes them back.
+    private static func applyMSRTemplate(_ template: CPUTemplate, to vcpu: VCPU) throws(VMMError) {
+        let addresses = template.msrAddresses
+        let current: [UInt64]
+        do { current = try vcpu.getMSRs(addresses) } catch {
+            throw VMMError(.badInput, "cpu template: this host's KVM cannot read an MSR the template names (\(error))")
+        }
+        let updated: [UInt32: UInt64]
+        do { updated = try template.applyMSRs(to: Dictionary(uniqueKeysWithValues: zip(addresses, current))) } catch {
+            throw VMMError(.badInput, "cpu template: \(error)")
+        }
+        do { try vcpu.setMSRs(addresses.compactMap { address in updated[address].map { (address, $0) } }) } catch {
+            throw VMMError(.badInput, "cpu template: KVM refused an MSR value the template sets (\(error))")
+        }
+    }
+
+    /// The vCPU state at the 64-bit entry point: the boot GDT's segments, the
+    /// boot page tables, the zero page in RSI.
+    static func longModeEntry(rip: UInt64) -> X86LongModeEntry {
+        func segment(_ descriptor: UInt64, selector: UInt16) -> SegmentRegister {
+            let decoded = SegmentDescriptor(descriptor)
+            return SegmentRegister(
+                base: decoded.base, limit: decoded.limit, selector: selector, type: decoded.type,
+                present: decoded.present, dpl: decoded.dpl, db: decoded.db, s: decoded.s, l: decoded.l,
+                g: decoded.g, avl: decoded.avl)
+        }
+        return X86LongModeEntry(
+            rip: rip, rsp: X86Layout.bootStack.rawValue, rsi: X86Layout.zeroPage.rawValue,
+            pml4: X86Layout.pml4.rawValue, gdtBase: X86Layout.gdt.rawValue, gdtLimit: BootGDT.limit,
+            idtBase: X86Layout.idt.rawValue, idtLimit: BootGDT.idtLimit,
+            code: segment(BootGDT.code, selector: BootGDT.codeSelector),
+            data: segment(BootGDT.data, selector: BootGDT.dataSelector),
+            tss: segment(BootGDT.tss, selector: BootGDT.tssSelector))
     }
 
     /// Runs the vCPU threads and the event loop until the latch fires.
