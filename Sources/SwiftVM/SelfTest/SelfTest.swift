@@ -7,7 +7,7 @@ import SwiftVMHost
 /// Each scenario becomes `PASS`/`FAIL` lines; the guest's own checks (boot
 /// protocol, e820, memory size, MP table, SMP start-up, UART interrupt) are
 /// reported one per line under the scenario's name.
-public struct SelfTest {
+public struct SelfTest: Sendable {
     public struct Scenario: Sendable {
         public var name: String
         public var vcpus: Int
@@ -24,6 +24,12 @@ public struct SelfTest {
         public var name: String
         public var passed: Bool
         public var detail: String
+
+        public init(name: String, passed: Bool, detail: String) {
+            self.name = name
+            self.passed = passed
+            self.detail = detail
+        }
 
         public var line: String { passed ? "PASS \(name)" + (detail.isEmpty ? "" : ": \(detail)") : "FAIL \(name): \(detail)" }
     }
@@ -65,8 +71,9 @@ public struct SelfTest {
         do { vm = try MicroVM(config: config) } catch {
             return [Check(name: scenario.name, passed: false, detail: "cannot build the VM: \(error)")]
         }
-        let watchdog = Watchdog(seconds: timeoutSeconds) {
-            vm.stop(reason: "no result within \(timeoutSeconds) s")
+        let limit = timeoutSeconds
+        let watchdog = Watchdog(seconds: limit) {
+            vm.stop(reason: "no result within \(limit) s")
         }
         let reason = vm.run()
         watchdog.cancel()

@@ -79,7 +79,7 @@ final class Machine: @unchecked Sendable {
         do { loaded = try KernelLoader.loadX86Vmlinux(kernel, into: memory) } catch {
             throw VMMError(.badInput, "kernel \(config.kernelPath): \(error)")
         }
-        var initrdRange: (GuestAddress, UInt64)?
+        var initrdRange: ZeroPage.Initrd?
         if let initrd, let path = config.initrdPath {
             initrdRange = try loadInitrd(initrd, path: path, kernelEnd: loaded.endAddress, memory: memory)
         }
@@ -90,7 +90,7 @@ final class Machine: @unchecked Sendable {
             try MPTable(cpuCount: config.vcpuCount).write(to: memory)
             let zeroPage = ZeroPage(
                 e820: E820Map.x86(ramSize: ramSize),
-                commandLine: X86Layout.commandLine, commandLineSize: UInt32(commandLine.byteCount),
+                commandLineSize: UInt32(commandLine.size),
                 initrd: initrdRange, acpiRSDP: nil)
             try zeroPage.write(to: memory)
         } catch { throw VMMError(.internalError, "writing boot structures: \(error)") }
@@ -152,7 +152,7 @@ final class Machine: @unchecked Sendable {
 
     private static func loadInitrd(
         _ image: FileImage, path: String, kernelEnd: GuestAddress, memory: GuestMemory
-    ) throws(VMMError) -> (GuestAddress, UInt64) {
+    ) throws(VMMError) -> ZeroPage.Initrd {
         let address: GuestAddress
         do { address = try InitrdPlacement.address(initrdSize: image.size, kernelEnd: kernelEnd, memory: memory) } catch {
             throw VMMError(.usage, "initrd \(path): \(error)")
@@ -165,7 +165,7 @@ final class Machine: @unchecked Sendable {
         } catch {
             throw VMMError(.internalError, "initrd \(path): \(error)")
         }
-        return (address, image.size)
+        return ZeroPage.Initrd(address: address, size: image.size)
     }
 
     /// MSRs every vCPU starts with (what firmware leaves for a 64-bit kernel).

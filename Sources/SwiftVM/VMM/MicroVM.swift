@@ -9,7 +9,7 @@ import SwiftVMDevices
 /// let vm = try MicroVM(config: VMConfig(kernelPath: "vmlinux"))
 /// let reason = vm.run()
 /// ```
-public final class MicroVM {
+public final class MicroVM: Sendable {
     public let config: VMConfig
     let machine: Machine
 
