@@ -1,0 +1,83 @@
+#include "cmdline.h"
+#include "kstring.h"
+
+static int is_space(char c) { return c == ' ' || c == '\t' || c == '\n'; }
+
+/* If the word [w, w+len) starts with key, returns the value after it. */
+static const char *value_of(const char *w, uint64_t len, const char *key, uint64_t *vlen)
+{
+    uint64_t klen = strnlen(key, 64);
+    if (len < klen || strncmp(w, key, klen) != 0)
+        return 0;
+    *vlen = len - klen;
+    return w + klen;
+}
+
+static int word_is(const char *w, uint64_t len, const char *s)
+{
+    return strnlen(s, 64) == len && strncmp(w, s, len) == 0;
+}
+
+/* Decimal only; returns 0 on an empty or non-numeric value. */
+static int parse_u64(const char *s, uint64_t len, uint64_t *out)
+{
+    uint64_t v = 0;
+    if (len == 0)
+        return 0;
+    for (uint64_t i = 0; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return 0;
+        v = v * 10 + (uint64_t)(s[i] - '0');
+    }
+    *out = v;
+    return 1;
+}
+
+static void parse_mode(const char *v, uint64_t len, struct guest_params *p)
+{
+    static const struct { const char *name; enum guest_mode mode; } modes[] = {
+        { "selftest", MODE_SELFTEST },
+        { "echo", MODE_ECHO },
+        { "triplefault", MODE_TRIPLEFAULT },
+        { "spin", MODE_SPIN },
+    };
+    for (unsigned i = 0; i < sizeof modes / sizeof modes[0]; i++) {
+        if (word_is(v, len, modes[i].name)) {
+            p->mode = modes[i].mode;
+            p->mode_name = modes[i].name;
+        }
+    }
+}
+
+static void parse_word(const char *w, uint64_t len, struct guest_params *p)
+{
+    const char *v;
+    uint64_t vlen;
+    if ((v = value_of(w, len, "testguest.mode=", &vlen)))
+        parse_mode(v, vlen, p);
+    else if ((v = value_of(w, len, "testguest.mem_mib=", &vlen)))
+        p->has_mem_mib = parse_u64(v, vlen, &p->mem_mib);
+    else if ((v = value_of(w, len, "testguest.cpus=", &vlen)))
+        p->has_cpus = parse_u64(v, vlen, &p->cpus);
+}
+
+void cmdline_parse(const char *cmdline, struct guest_params *p)
+{
+    p->mode = MODE_SELFTEST;
+    p->mode_name = "selftest";
+    p->has_mem_mib = p->has_cpus = 0;
+    p->mem_mib = p->cpus = 0;
+    if (!cmdline)
+        return;
+
+    const char *s = cmdline;
+    while (*s) {
+        while (is_space(*s))
+            s++;
+        const char *w = s;
+        while (*s && !is_space(*s))
+            s++;
+        if (s > w)
+            parse_word(w, (uint64_t)(s - w), p);
+    }
+}

@@ -1,0 +1,15 @@
+/* Machine-level services of the VMM: boot timer and reset. */
+#ifndef TESTGUEST_PLATFORM_H
+#define TESTGUEST_PLATFORM_H
+
+#define BOOT_TIMER_ADDR 0xc0000000ull
+#define BOOT_TIMER_MAGIC 123
+
+/* Asks the VMM to log the time since it started the guest. */
+void boot_timer_signal(void);
+
+/* Pulses the CPU reset line through the i8042 controller; the VMM exits
+ * with status 0.  Halts for good if the reset never happens. */
+__attribute__((noreturn)) void machine_reset(void);
+
+#endif
