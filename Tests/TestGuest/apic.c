@@ -19,7 +19,7 @@
 #define LAPIC_DIVIDE_BY_16 0x3
 #define LAPIC_TICKS_PER_MS (1000000u / 16) /* 1 GHz bus clock / 16 */
 #define IPI_PENDING_SPINS 10000
-#define DELAY_SPIN_LIMIT 200000
+#define DELAY_SPIN_LIMIT 20000 /* ~0.2 s even if the timer never runs */
 
 #define IOAPIC_REGSEL 0x00
 #define IOAPIC_WINDOW 0x10

@@ -63,8 +63,8 @@ void check_memory_size(const struct guest_params *params)
         return;
     }
     if (total != params->mem_mib * MIB) {
-        report_fail("memory-size", "expected %lu MiB (0x%lx bytes), e820 RAM + 0x%lx hole = 0x%lx bytes",
-                    params->mem_mib, params->mem_mib * MIB, LEGACY_HOLE_BYTES, total);
+        report_fail("memory-size", "expected %lu MiB (0x%lx bytes), e820 RAM + 0x%lx hole = %lu MiB (0x%lx bytes)",
+                    params->mem_mib, params->mem_mib * MIB, LEGACY_HOLE_BYTES, total / MIB, total);
         return;
     }
     report_pass("memory-size", "%lu MiB, top of %d RAM ranges writable", params->mem_mib, probed);

@@ -115,8 +115,8 @@ void check_smp(const struct guest_params *params, const struct mp_info *mp)
     format_ids(ids, sizeof ids, mp, bsp, 1);
     format_ids(missing, sizeof missing, mp, bsp, 0);
     if (up != expected || missing[0]) {
-        report_fail(name, "expected %lu cpus, %u came up (apic ids %s); missing: %s%s", expected, up, ids,
-                    missing[0] ? missing : "none", ipi_errors ? "; IPIs stayed pending" : "");
+        report_fail(name, "expected %lu cpus, %u came up (apic ids %s); MP table entries that did not: %s%s",
+                    expected, up, ids, missing[0] ? missing : "none", ipi_errors ? "; IPIs stayed pending" : "");
         return;
     }
     if (up == 1)
