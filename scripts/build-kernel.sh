@@ -34,7 +34,8 @@ absolute path of the kernel image, so callers can do:
 Options:
   --config FILE      Kconfig fragment applied on top of allnoconfig
                      (default: GuestConfigs/microvm-x86_64-6.1.config)
-  --source PATH      kernel source: a tarball or an unpacked, clean tree
+  --source PATH      kernel source: a tarball, or an unpacked tree that is
+                     clean ("make mrproper"), since the build is out of tree
                      (default: $DEFAULT_SOURCE, from the
                      Debian package $SOURCE_PACKAGE)
   --arch ARCH        target architecture; only x86_64 for now
@@ -64,8 +65,9 @@ What it does:
      .config. Any option that did not stick is listed and the build stops.
   4. make vmlinux -j<jobs>; the full log goes to build.log next to the
      result, and its tail is shown if the build fails.
-  5. Publishes vmlinux, its final .config (as "config") and build.log
-     in \$CACHE/kernels/<key>/.
+  5. Publishes vmlinux, its final .config (as "config"), build.log and
+     a short "info" file (inputs, compiler, build time) in
+     \$CACHE/kernels/<key>/.
 
 Exit status: 0 success, $E_NOT_CACHED not cached (--print-path), $E_USAGE usage error,
 $E_MISSING missing prerequisites, $E_CONFIG config check failed, $E_BUILD build failed.
@@ -252,7 +254,7 @@ missing=$(missing_build_packages)
 # --- build ---------------------------------------------------------------
 
 mkdir -p "$out_dir"
-exec {lock_fd}>"$out_dir.lock"
+exec {lock_fd}>"$out_dir/.lock"
 if ! flock -n "$lock_fd"; then
     log "another build of $key is running; waiting for it"
     flock "$lock_fd"
@@ -326,9 +328,10 @@ log "configured in $(fmt_duration $((SECONDS - step_start))); $(grep -c '=y$' "$
 
 step_start=$SECONDS
 log "compiling $KB_MAKE_TARGET with $jobs jobs (log: $build_log)"
-# A heartbeat, so that a long quiet compile visibly makes progress.
+# A heartbeat, so that a long quiet compile visibly makes progress. It also
+# stops by itself once this script is gone, however the script ended.
 (
-    while sleep 60; do
+    while sleep 60 && kill -0 $$ 2>/dev/null; do
         log "  ... $(grep -cE '^  (CC|AS|AR|LD)' "$build_log" || true) objects so far"
     done
 ) >/dev/null &
@@ -345,10 +348,17 @@ log "compiled in $(fmt_duration $((SECONDS - step_start)))"
 # Publish: the artifact last and atomically, since its presence is the
 # cache-hit test.
 cp "$build_dir/.config" "$out_dir/config"
+{
+    echo "key:      $key"
+    echo "source:   $source_path ($src_version)"
+    echo "config:   $config"
+    echo "compiler: $compiler_id"
+    echo "built:    $(date -u '+%Y-%m-%dT%H:%M:%SZ') in $(fmt_duration $((SECONDS - step_start)))"
+} >"$out_dir/info"
 cp "$build_dir/$KB_ARTIFACT" "$artifact.tmp"
 mv "$artifact.tmp" "$artifact"
 if [[ $keep_build -eq 0 ]]; then
     rm -rf "$build_dir"
 fi
-log "done in $(fmt_duration "$SECONDS"): $(du -h "$artifact" | cut -f1) $KB_ARTIFACT_NAME"
+log "done in $(fmt_duration "$SECONDS"): $KB_ARTIFACT_NAME is $(($(stat -c %s "$artifact") / 1048576)) MiB"
 echo "$artifact"
