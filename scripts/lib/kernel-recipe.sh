@@ -21,6 +21,7 @@
 #   KB_ARTIFACT_NAME   the file name it is published under in the cache
 # Returns 2 for an architecture that is known but not supported yet, 1 for
 # an unknown one.
+# shellcheck disable=SC2034  # the KB_* variables are read by the caller
 kb_arch_setup() {
     case "$1" in
         x86_64)
@@ -89,6 +90,7 @@ kb_verify_config() {
         if [[ $line =~ ^(CONFIG_[A-Za-z0-9_]+)=(.*)$ ]]; then
             sym=${BASH_REMATCH[1]}
             grep -qxF -- "$line" "$dotconfig" && continue
+            # shellcheck disable=SC1087  # "[= ]" is a regex class, not an index
             actual=$(grep -E "^(# )?$sym[= ]" "$dotconfig" || true)
             if [[ -n $actual ]]; then
                 echo "  $line  ->  got: $actual"
