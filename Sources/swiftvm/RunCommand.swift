@@ -40,6 +40,9 @@ struct RunCommand: ParsableCommand {
     @Option(help: "A CPU template (Firecracker's custom template JSON) applied to the guest's CPUID and MSRs.")
     var cpuTemplate: String?
 
+    @Option(help: ArgumentHelp("The KVM device to open.", visibility: .hidden))
+    var kvmDevice: String = "/dev/kvm"
+
     @OptionGroup var log: LogOptions
 
     func validate() throws {
@@ -58,6 +61,7 @@ struct RunCommand: ParsableCommand {
         var config = VMConfig(kernelPath: kernel, commandLine: commandLine, vcpuCount: vcpus, memoryMiB: memory)
         config.initrdPath = initrd
         config.serialInput = !noConsoleInput
+        config.kvmPath = kvmDevice
         if let serialOut { config.serialOutput = .file(serialOut) }
         if let cpuTemplate {
             do { config.cpuTemplate = try CPUTemplateFile.load(path: cpuTemplate) } catch {

@@ -19,6 +19,8 @@ struct SelfTestCommand: ParsableCommand {
 
     func run() throws {
         log.apply()
+        // Boot-time lines of each test boot would interleave with the report.
+        if log.logLevel.level == .info { Log.level = .warning }
         let host = HostReport.probe()
         print("Host:")
         for line in host.lines { print("  \(line)") }

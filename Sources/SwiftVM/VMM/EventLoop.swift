@@ -7,7 +7,8 @@ import SwiftVMDevices
 ///
 /// On a terminal, Ctrl-A is an escape: Ctrl-A x quits, Ctrl-A Ctrl-A sends one
 /// Ctrl-A to the guest. Input is never dropped: while the UART's receive FIFO
-/// is full, standard input is not read.
+/// is full, standard input is not read. Input that epoll cannot watch (a
+/// regular file, /dev/null) is read a chunk at a time as the guest drains it.
 final class EventLoop: @unchecked Sendable {
     // Only the event-loop thread touches the mutable state below.
     private let epoll: Epoll
@@ -21,6 +22,8 @@ final class EventLoop: @unchecked Sendable {
     private var pending: [UInt8] = []
     private var inputWatched = false
     private var inputClosed = false
+    /// Standard input is a regular file or similar: always readable, not pollable.
+    private var inputIsFile = false
     private var sawEscape = false
 
     private enum Token: UInt64 { case stop, signal, input, inputResume }
@@ -40,8 +43,12 @@ final class EventLoop: @unchecked Sendable {
         try epoll.add(signals.rawValue, token: Token.signal.rawValue)
         try epoll.add(inputResume.rawValue, token: Token.inputResume.rawValue)
         if let input, serial != nil {
-            try epoll.add(input, token: Token.input.rawValue)
-            inputWatched = true
+            do {
+                try epoll.add(input, token: Token.input.rawValue)
+                inputWatched = true
+            } catch where error.errno == EPERM {
+                inputIsFile = true
+            }
         }
     }
 
@@ -50,6 +57,7 @@ final class EventLoop: @unchecked Sendable {
 
     /// Runs until `requestStop`.
     func run() {
+        if inputIsFile { readInput(hangup: false) }
         while true {
             let events: [Epoll.Event]
             do { events = try epoll.wait() } catch {
@@ -81,7 +89,7 @@ final class EventLoop: @unchecked Sendable {
         if count < 0 && (errno == EINTR || errno == EAGAIN) { return }
         if count <= 0 {
             // End of input: the guest keeps running, it just gets no more bytes.
-            try? epoll.remove(input)
+            if inputWatched { try? epoll.remove(input) }
             inputWatched = false
             inputClosed = true
             return
@@ -120,6 +128,10 @@ final class EventLoop: @unchecked Sendable {
             pending.removeFirst(taken)
         }
         let wantInput = pending.isEmpty
+        if inputIsFile {
+            if wantInput && !inputClosed { readInput(hangup: false) }
+            return
+        }
         if !inputClosed, wantInput != inputWatched {
             try? epoll.modify(input, token: Token.input.rawValue, readable: wantInput)
             inputWatched = wantInput

@@ -39,7 +39,8 @@ final class Machine: @unchecked Sendable {
             throw VMMError(.usage, error.description)
         }
 
-        // Inputs first: a wrong file is reported even on a host without KVM.
+        // Inputs first: a wrong file is reported even on a host without KVM,
+        // and guest RAM is filled before KVM is opened.
         let kernel = try FileImage(path: config.kernelPath, role: "kernel")
         let initrd = try config.initrdPath.map { (path) throws(VMMError) in try FileImage(path: path, role: "initrd") }
 
@@ -50,30 +51,12 @@ final class Machine: @unchecked Sendable {
             resume = try EventFD(nonBlocking: true)
         } catch { throw VMMError(.hostResource, "\(error)") }
 
-        let kvm: KVM
-        do { kvm = try KVM(path: config.kvmPath) } catch { throw .kvm(error, while: "opening KVM") }
-        let vm: VirtualMachine
-        do {
-            vm = try kvm.createVM()
-            try vm.setTSSAddress(X86Layout.kvmTSS.rawValue)
-            try vm.createIRQChip()
-            try vm.createPIT()
-        } catch { throw .kvm(error, while: "creating the VM") }
-
         // Guest RAM.
         let ramSize = UInt64(config.memoryMiB) << 20
         let memory: GuestMemory
         do { memory = try GuestMemory(regions: X86Layout.ramRegions(size: ramSize)) } catch {
             throw VMMError(.hostResource, error.description)
         }
-        for (slot, region) in memory.regions.enumerated() {
-            do {
-                try vm.setMemoryRegion(
-                    slot: UInt32(slot), guestAddress: region.start.rawValue, size: region.size,
-                    host: memory.hostAddress(ofRegion: slot))
-            } catch { throw .kvm(error, while: "registering guest RAM") }
-        }
-
         // Kernel, initrd and the boot structures the 64-bit boot protocol expects.
         let loaded: LoadedKernel
         do { loaded = try KernelLoader.loadX86Vmlinux(kernel, into: memory) } catch {
@@ -94,6 +77,25 @@ final class Machine: @unchecked Sendable {
                 initrd: initrdRange, acpiRSDP: nil)
             try zeroPage.write(to: memory)
         } catch { throw VMMError(.internalError, "writing boot structures: \(error)") }
+
+        // Only now KVM: every problem with the inputs has been reported by here.
+        let kvm: KVM
+        do { kvm = try KVM(path: config.kvmPath) } catch { throw .kvm(error, while: "opening KVM") }
+        let vm: VirtualMachine
+        do {
+            vm = try kvm.createVM()
+            try vm.setTSSAddress(X86Layout.kvmTSS.rawValue)
+            try vm.createIRQChip()
+            try vm.createPIT()
+        } catch { throw .kvm(error, while: "creating the VM") }
+
+        for (slot, region) in memory.regions.enumerated() {
+            do {
+                try vm.setMemoryRegion(
+                    slot: UInt32(slot), guestAddress: region.start.rawValue, size: region.size,
+                    host: memory.hostAddress(ofRegion: slot))
+            } catch { throw .kvm(error, while: "registering guest RAM") }
+        }
 
         // Devices.
         var portBus = Bus()

@@ -13,6 +13,7 @@ struct VCPURunner: Sendable {
     let latch: ExitLatch
 
     func run() {
+        Signals.unblockVCPUKick()
         while !latch.isSet {
             let exit: VCPUExit
             do { exit = try vcpu.run() } catch {

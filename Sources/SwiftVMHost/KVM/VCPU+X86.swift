@@ -177,7 +177,8 @@ extension VCPU {
         sregs.gs = data
         sregs.ss = data
         sregs.tr = entry.tss.kvm
-        sregs.cr0 |= 0x1 | 0x8000_0000  // PE | PG
+        // PE | ET | PG, with caching enabled (KVM's reset value has CD and NW set).
+        sregs.cr0 = (sregs.cr0 & ~UInt64(0x6000_0000)) | 0x1 | 0x10 | 0x8000_0000
         sregs.cr3 = entry.pml4
         sregs.cr4 |= 0x20  // PAE
         sregs.efer |= 0x100 | 0x400  // LME | LMA

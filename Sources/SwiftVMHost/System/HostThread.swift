@@ -63,6 +63,16 @@ public enum Signals {
         signal(SIGPIPE, SIG_IGN)
     }
 
+    /// Unblocks the kick signal in the calling thread. vCPU threads call this
+    /// first: a signal mask inherited from the parent process (test runners,
+    /// supervisors) may block it, and a vCPU that cannot be kicked never stops.
+    public static func unblockVCPUKick() {
+        var set = sigset_t()
+        sigemptyset(&set)
+        sigaddset(&set, vcpuKick)
+        pthread_sigmask(SIG_UNBLOCK, &set, nil)
+    }
+
     /// The signals that end the VMM from outside.
     public static let termination: [Int32] = [SIGINT, SIGTERM, SIGHUP, SIGQUIT]
 

@@ -1,0 +1,164 @@
+import Foundation
+import Testing
+
+/// Every wrong input gets a specific message and a documented exit status,
+/// before any guest code runs (and, for files, before KVM is even opened).
+@Suite("Bad input is refused with a clear message")
+struct BadInputTests {
+    static func bzImage() -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: 8192)
+        bytes[0x1fe] = 0x55
+        bytes[0x1ff] = 0xaa
+        bytes.replaceSubrange(0x202..<0x206, with: Array("HdrS".utf8))
+        bytes[0x206] = 0x0f
+        bytes[0x207] = 0x02
+        return bytes
+    }
+
+    static func arm64Image() -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: 8192)
+        bytes[0] = UInt8(ascii: "M")
+        bytes[1] = UInt8(ascii: "Z")
+        bytes.replaceSubrange(0x38..<0x3c, with: [0x41, 0x52, 0x4d, 0x64])
+        return bytes
+    }
+
+    static func elfHeader(machine: UInt16) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: 4096)
+        bytes.replaceSubrange(0..<4, with: [0x7f, 0x45, 0x4c, 0x46])
+        bytes[4] = 2  // 64-bit
+        bytes[5] = 1  // little endian
+        bytes[6] = 1
+        bytes[16] = 2  // ET_EXEC
+        bytes[18] = UInt8(machine & 0xff)
+        bytes[19] = UInt8(machine >> 8)
+        return bytes
+    }
+
+    /// Runs `swiftvm run` on `kernel` and returns the outcome.
+    static func run(kernel: String, _ extra: [String] = []) throws -> SwiftVMProcess.Outcome {
+        try SwiftVMProcess.run(["run", "--kernel", kernel, "--no-console-input"] + extra, timeout: 30)
+    }
+
+    @Test("a bzImage is refused with a pointer to vmlinux")
+    func bzImageKernel() throws {
+        let path = try SwiftVMProcess.temporaryFile(Self.bzImage(), name: "bzImage")
+        defer { unlink(path) }
+        let outcome = try Self.run(kernel: path)
+        #expect(outcome.status == 65)
+        #expect(outcome.stderr.contains("bzImage"))
+        #expect(outcome.stderr.contains("2.15"))
+        #expect(outcome.stderr.contains("vmlinux"))
+    }
+
+    @Test("an arm64 Image is refused: x86_64 needs vmlinux")
+    func arm64Kernel() throws {
+        let path = try SwiftVMProcess.temporaryFile(Self.arm64Image(), name: "Image")
+        defer { unlink(path) }
+        let outcome = try Self.run(kernel: path)
+        #expect(outcome.status == 65)
+        #expect(outcome.stderr.contains("arm64"))
+        #expect(outcome.stderr.contains("vmlinux"))
+    }
+
+    @Test("a compressed kernel names its compression and how to undo it", arguments: [
+        ([0x1f, 0x8b, 0x08, 0x00] as [UInt8], "gzip"),
+        ([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00] as [UInt8], "xz"),
+        ([0x28, 0xb5, 0x2f, 0xfd] as [UInt8], "zstd"),
+    ])
+    func compressedKernel(magic: [UInt8], format: String) throws {
+        let path = try SwiftVMProcess.temporaryFile(magic + [UInt8](repeating: 0x11, count: 4000), name: "vmlinux.\(format)")
+        defer { unlink(path) }
+        let outcome = try Self.run(kernel: path)
+        #expect(outcome.status == 65)
+        #expect(outcome.stderr.contains(format))
+        #expect(outcome.stderr.contains("vmlinux"))
+    }
+
+    @Test("an ELF for another machine is named as such")
+    func foreignELF() throws {
+        let path = try SwiftVMProcess.temporaryFile(Self.elfHeader(machine: 183), name: "vmlinux-arm64")
+        defer { unlink(path) }
+        let outcome = try Self.run(kernel: path)
+        #expect(outcome.status == 65)
+        #expect(outcome.stderr.contains("AArch64"))
+    }
+
+    @Test("a truncated vmlinux is reported as truncated")
+    func truncatedELF() throws {
+        let guest = try #require(SwiftVMProcess.testGuest, "the test guest did not build")
+        let whole = try [UInt8](Data(contentsOf: URL(fileURLWithPath: guest)))
+        let path = try SwiftVMProcess.temporaryFile(Array(whole.prefix(100)), name: "vmlinux-cut")
+        defer { unlink(path) }
+        let outcome = try Self.run(kernel: path)
+        #expect(outcome.status == 65)
+        #expect(outcome.stderr.contains("truncated"), "stderr: \(outcome.stderr)")
+    }
+
+    @Test("an empty file, a directory and a missing file each get their own message")
+    func unusableFiles() throws {
+        let empty = try SwiftVMProcess.temporaryFile([], name: "empty")
+        defer { unlink(empty) }
+        let emptyOutcome = try Self.run(kernel: empty)
+        #expect(emptyOutcome.status == 65)
+        #expect(emptyOutcome.stderr.contains("empty"))
+
+        let directory = try Self.run(kernel: NSTemporaryDirectory())
+        #expect(directory.status == 65)
+        #expect(directory.stderr.contains("is a directory"))
+
+        let missing = try Self.run(kernel: "/nonexistent/vmlinux")
+        #expect(missing.status == 66)
+        #expect(missing.stderr.contains("cannot open the kernel /nonexistent/vmlinux"))
+        #expect(missing.stderr.contains("No such file"))
+    }
+
+    @Test("a command line over 2047 bytes is refused before boot")
+    func longCommandLine() throws {
+        let guest = try #require(SwiftVMProcess.testGuest, "the test guest did not build")
+        let outcome = try Self.run(kernel: guest, ["--cmdline", String(repeating: "a", count: 2048)])
+        #expect(outcome.status == 64)
+        #expect(outcome.stderr.contains("2048"))
+        #expect(outcome.stderr.contains("2047"))
+    }
+
+    @Test("out-of-range vCPU counts and memory sizes are usage errors", arguments: [
+        ["--vcpus", "0"], ["--vcpus", "33"], ["--memory", "1"], ["--memory", "abc"],
+    ])
+    func outOfRange(arguments: [String]) throws {
+        let outcome = try Self.run(kernel: "/nonexistent", arguments)
+        #expect(outcome.status == 64)
+        #expect(outcome.stderr.contains(arguments[0]) || outcome.stderr.contains("memory"), "stderr: \(outcome.stderr)")
+    }
+
+    @Test("a malformed CPU template names the entry and field")
+    func badTemplate() throws {
+        let guest = try #require(SwiftVMProcess.testGuest, "the test guest did not build")
+        let json = #"{"cpuid_modifiers": [{"leaf": "0x1", "subleaf": "0x0", "flags": 0, "modifiers": [{"register": "exx", "bitmap": "0b0"}]}]}"#
+        let path = try SwiftVMProcess.temporaryFile(Array(json.utf8), name: "template.json")
+        defer { unlink(path) }
+        let outcome = try Self.run(kernel: guest, ["--cpu-template", path])
+        #expect(outcome.status == 65)
+        #expect(outcome.stderr.contains("cpuid_modifiers[0].modifiers[0]"), "stderr: \(outcome.stderr)")
+    }
+
+    @Test("an initrd larger than guest RAM is refused with the sizes")
+    func oversizedInitrd() throws {
+        let guest = try #require(SwiftVMProcess.testGuest, "the test guest did not build")
+        let path = try SwiftVMProcess.temporaryFile([UInt8](repeating: 0, count: 40 << 20), name: "initrd")
+        defer { unlink(path) }
+        let outcome = try Self.run(kernel: guest, ["--memory", "32", "--initrd", path])
+        #expect(outcome.status == 64)
+        #expect(outcome.stderr.contains("initrd"))
+        #expect(outcome.stderr.contains("--memory"), "stderr: \(outcome.stderr)")
+    }
+
+    @Test("a host without /dev/kvm gets an explanation and status 69")
+    func missingKVM() throws {
+        let guest = try #require(SwiftVMProcess.testGuest, "the test guest did not build")
+        let outcome = try Self.run(kernel: guest, ["--kvm-device", "/nonexistent/kvm"])
+        #expect(outcome.status == 69)
+        #expect(outcome.stderr.contains("/nonexistent/kvm does not exist"))
+        #expect(outcome.stderr.contains("kvm_intel"))
+    }
+}

@@ -1,0 +1,120 @@
+import Foundation
+import Testing
+
+/// Boots the project's test guest under the real swiftvm binary and checks
+/// what a user sees: the guest's own checks, the console, the exit status.
+@Suite("Booting the test guest", .serialized, .enabled(if: SwiftVMProcess.kvmAvailable, "needs a usable /dev/kvm"))
+struct BootTests {
+    static func guest() throws -> String {
+        try #require(SwiftVMProcess.testGuest, "the test guest did not build (make -C Tests/TestGuest)")
+    }
+
+    static func commandLine(mode: String, memory: Int, vcpus: Int) -> String {
+        "console=ttyS0 reboot=k panic=1 testguest.mode=\(mode) testguest.mem_mib=\(memory) testguest.cpus=\(vcpus)"
+    }
+
+    @Test("the guest's boot-protocol, memory, MP table, SMP and UART checks pass", arguments: [
+        (1, 128), (4, 128), (1, 1024), (4, 1024), (1, 4096), (4, 4096),
+    ])
+    func selftestGuest(vcpus: Int, memory: Int) throws {
+        let cmdline = Self.commandLine(mode: "selftest", memory: memory, vcpus: vcpus)
+        let outcome = try SwiftVMProcess.run([
+            "run", "--kernel", try Self.guest(), "--vcpus", "\(vcpus)", "--memory", "\(memory)",
+            "--cmdline", cmdline, "--no-console-input",
+        ])
+        let lines = outcome.stdoutLines
+        #expect(!outcome.timedOut)
+        #expect(outcome.status == 0, "stderr: \(outcome.stderr)")
+        #expect(lines.contains("CMDLINE \(cmdline)"), "the guest must see exactly the command line given")
+        let failures = lines.filter { $0.hasPrefix("FAIL") }
+        #expect(failures.isEmpty, "guest checks failed: \(failures)")
+        for check in ["boot-protocol", "e820", "memory-size", "mptable", "smp", "uart-irq"] {
+            #expect(lines.contains { $0.hasPrefix("PASS \(check)") }, "no PASS line for \(check) in:\n\(outcome.stdout)")
+        }
+        let cpus = vcpus == 1 ? "PASS smp: 1 cpu" : "PASS smp: \(vcpus) cpus: apic ids " + (0..<vcpus).map(String.init).joined(separator: " ")
+        #expect(lines.contains(cpus))
+        #expect(lines.contains("RESULT 6 passed, 0 failed"))
+        #expect(outcome.stderr.contains("Guest-boot-time = "), "the boot timer write must be logged")
+        #expect(outcome.stderr.contains("the guest reset the machine"))
+    }
+
+    @Test("a triple fault ends the run with status 80 and a report naming RIP and the instruction")
+    func tripleFault() throws {
+        let outcome = try SwiftVMProcess.run([
+            "run", "--kernel", try Self.guest(), "--cmdline", Self.commandLine(mode: "triplefault", memory: 128, vcpus: 1),
+            "--no-console-input",
+        ])
+        #expect(outcome.status == 80)
+        #expect(outcome.stderr.contains("triple fault"))
+        #expect(outcome.stderr.contains("rip 0x"))
+        // The guest faults on ud2 (0f 0b) with no IDT.
+        #expect(outcome.stderr.contains("instruction bytes at rip: 0f 0b"), "stderr: \(outcome.stderr)")
+    }
+
+    @Test("standard input reaches the guest through the UART's receive interrupt")
+    func consoleInput() throws {
+        let outcome = try SwiftVMProcess.run(
+            ["run", "--kernel", try Self.guest(), "--cmdline", Self.commandLine(mode: "echo", memory: 128, vcpus: 1)],
+            input: "hello swiftvm\n", waitFor: "READY")
+        #expect(outcome.status == 0, "stderr: \(outcome.stderr)")
+        #expect(outcome.stdoutLines.contains("ECHO hello swiftvm"), "stdout: \(outcome.stdout)")
+    }
+
+    @Test("SIGTERM stops a running guest with status 143 and says why")
+    func terminate() throws {
+        let outcome = try SwiftVMProcess.run(
+            ["run", "--kernel", try Self.guest(), "--cmdline", Self.commandLine(mode: "spin", memory: 128, vcpus: 2),
+             "--vcpus", "2", "--no-console-input"],
+            waitFor: "SPINNING", signal: SIGTERM)
+        #expect(!outcome.timedOut)
+        #expect(outcome.status == 128 + SIGTERM)
+        #expect(outcome.stderr.contains("stopped by signal 15"))
+    }
+
+    @Test("--serial-out writes the console to a file instead of standard output")
+    func serialToFile() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("swiftvm-serial-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let outcome = try SwiftVMProcess.run([
+            "run", "--kernel", try Self.guest(), "--cmdline", Self.commandLine(mode: "selftest", memory: 128, vcpus: 1),
+            "--serial-out", path, "--no-console-input",
+        ])
+        #expect(outcome.status == 0)
+        #expect(!outcome.stdout.contains("RESULT"))
+        let file = try String(contentsOfFile: path, encoding: .utf8)
+        #expect(file.contains("RESULT 6 passed, 0 failed"))
+    }
+
+    @Test("without --cmdline the guest gets the default command line, and --append adds to it")
+    func defaultCommandLine() throws {
+        let outcome = try SwiftVMProcess.run([
+            "run", "--kernel", try Self.guest(), "--append", "testguest.mode=selftest testguest.mem_mib=128 testguest.cpus=1",
+            "--no-console-input",
+        ])
+        #expect(outcome.status == 0)
+        let expected = "CMDLINE console=ttyS0 reboot=k panic=1 nomodule 8250.nr_uarts=1 i8042.noaux i8042.nomux "
+            + "i8042.dumbkbd swiotlb=noforce testguest.mode=selftest testguest.mem_mib=128 testguest.cpus=1"
+        #expect(outcome.stdoutLines.contains(expected), "stdout: \(outcome.stdout)")
+    }
+
+    @Test("the shipped no-cx16-no-xsave CPU template applies and the guest still boots")
+    func cpuTemplate() throws {
+        let template = SwiftVMProcess.packageRoot.appendingPathComponent("GuestConfigs/cpu-templates/no-cx16-no-xsave.json").path
+        let outcome = try SwiftVMProcess.run([
+            "run", "--kernel", try Self.guest(), "--cpu-template", template,
+            "--cmdline", Self.commandLine(mode: "selftest", memory: 128, vcpus: 2), "--vcpus", "2", "--no-console-input",
+        ])
+        #expect(outcome.status == 0, "stderr: \(outcome.stderr)")
+        #expect(outcome.stdoutLines.contains("RESULT 6 passed, 0 failed"))
+    }
+
+    @Test("swiftvm selftest reports the host and passes every check")
+    func selftestCommand() throws {
+        let outcome = try SwiftVMProcess.run(["selftest", "--guest", try Self.guest()], timeout: 300)
+        #expect(outcome.status == 0, "stdout: \(outcome.stdout)")
+        #expect(outcome.stdout.contains("KVM API version 12"))
+        #expect(outcome.stdout.contains("KVM backend module: "))
+        #expect(!outcome.stdout.contains("\nFAIL "))
+        #expect(outcome.stdoutLines.last?.hasSuffix("passed, 0 failed") == true)
+    }
+}
