@@ -68,8 +68,6 @@ public final class GuestMemory: @unchecked Sendable {
         guard let pointer, pointer != MAP_FAILED else {
             throw GuestMemoryMapError(size: UInt64(total), errno: errno)
         }
-        // Ask for transparent huge pages where the host allows them; failure is harmless.
-        _ = madvise(pointer, total, MADV_HUGEPAGE)
         self.base = pointer
         self.regions = regions
         self.size = UInt64(total)

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Glibc
 import SwiftVM
 
 struct RunCommand: ParsableCommand {
@@ -74,8 +75,13 @@ struct RunCommand: ParsableCommand {
             Log.error(error.description)
             throw ExitCode(error.exitCode)
         }
+        if !noConsoleInput && isatty(0) == 1 {
+            Log.info("console attached; Ctrl-A x stops the VM")
+        }
         let reason = vm.run()
-        if reason.isClean {
+        if case .userQuit = reason {
+            Log.info(reason.description)
+        } else if reason.isClean {
             Log.info(reason.description)
         } else {
             Log.error(reason.description)

@@ -40,6 +40,7 @@ static void parse_mode(const char *v, uint64_t len, struct guest_params *p)
         { "echo", MODE_ECHO },
         { "triplefault", MODE_TRIPLEFAULT },
         { "spin", MODE_SPIN },
+        { "reset", MODE_RESET },
     };
     for (unsigned i = 0; i < sizeof modes / sizeof modes[0]; i++) {
         if (word_is(v, len, modes[i].name)) {

@@ -4,7 +4,7 @@
 
 #include <stdint.h>
 
-enum guest_mode { MODE_SELFTEST, MODE_ECHO, MODE_TRIPLEFAULT, MODE_SPIN };
+enum guest_mode { MODE_SELFTEST, MODE_ECHO, MODE_TRIPLEFAULT, MODE_SPIN, MODE_RESET };
 
 struct guest_params {
     enum guest_mode mode;
