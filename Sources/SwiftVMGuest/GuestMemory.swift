@@ -77,6 +77,16 @@ public final class GuestMemory: @unchecked Sendable {
         munmap(base, Int(size))
     }
 
+    /// Bytes of guest RAM currently backed by host pages (what the guest and
+    /// the VMM's boot writes have touched), from mincore(2).
+    public func residentBytes() -> UInt64 {
+        let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let pages = (Int(size) + pageSize - 1) / pageSize
+        var vector = [UInt8](repeating: 0, count: pages)
+        guard mincore(base, Int(size), &vector) == 0 else { return 0 }
+        return UInt64(vector.reduce(0) { $0 + Int($1 & 1) }) * UInt64(pageSize)
+    }
+
     /// The host address of region `index`, for registering it with KVM.
     public func hostAddress(ofRegion index: Int) -> UnsafeMutableRawPointer {
         base + regions[index].hostOffset

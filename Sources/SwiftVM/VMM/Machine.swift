@@ -295,6 +295,14 @@ final class Machine: @unchecked Sendable {
             thread.send(signal: Signals.vcpuKick)
         }
         for thread in threads { thread.join() }
+        if Log.isEnabled(.debug) {
+            let guest = memory.residentBytes() >> 10
+            Log.debug("guest RAM resident at exit: \(guest) KiB of \(memory.size >> 10) KiB")
+            if let own = ProcessMemory.current() {
+                Log.debug("VMM memory at exit: peak RSS \(own.peakResidentKiB) KiB; anonymous \(own.anonymousKiB) KiB "
+                    + "(\(max(0, own.anonymousKiB - Int(guest))) KiB beyond guest RAM); file-backed \(own.fileKiB) KiB")
+            }
+        }
         return reason
     }
 }

@@ -63,3 +63,22 @@ func readSmallFile(_ path: String, limit: Int = 1 << 20) -> String? {
     }
     return String(decoding: data, as: UTF8.self)
 }
+
+/// The VMM process's own memory use, from /proc/self/status.
+public struct ProcessMemory: Sendable {
+    /// Peak resident set (VmHWM), KiB.
+    public var peakResidentKiB: Int
+    /// Resident anonymous memory (RssAnon), KiB: private to this VMM, guest RAM included.
+    public var anonymousKiB: Int
+    /// Resident file-backed memory (RssFile), KiB: code and libraries, shared between VMMs.
+    public var fileKiB: Int
+
+    public static func current() -> ProcessMemory? {
+        guard let status = readSmallFile("/proc/self/status") else { return nil }
+        func field(_ name: String) -> Int {
+            guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix(name + ":") }) else { return 0 }
+            return line.split(separator: " ").compactMap { Int($0) }.first ?? 0
+        }
+        return ProcessMemory(peakResidentKiB: field("VmHWM"), anonymousKiB: field("RssAnon"), fileKiB: field("RssFile"))
+    }
+}
