@@ -1,0 +1,78 @@
+import Glibc
+import SwiftVMHost
+import SwiftVMDevices
+
+/// The guest's devices as the vCPUs reach them: the port-I/O and MMIO buses,
+/// the irqfd behind each interrupt line, and the handles the event loop needs.
+struct DeviceWiring: @unchecked Sendable {
+    let vm: VirtualMachine
+    private(set) var portBus = Bus()
+    private(set) var mmioBus = Bus()
+    /// irqfds stay open for the VM's lifetime.
+    private(set) var interruptEventFDs: [EventFD] = []
+    private(set) var serial: Serial8250?
+    /// Signalled when the UART's receive FIFO has room again.
+    let serialInputResume: EventFD
+    /// Keeps a serial output file open.
+    private(set) var serialFile: FileDescriptor?
+
+    init(vm: VirtualMachine) throws(VMMError) {
+        self.vm = vm
+        do { serialInputResume = try EventFD(nonBlocking: true) } catch { throw VMMError(.hostResource, "\(error)") }
+    }
+
+    /// An edge-triggered interrupt line on `gsi`, backed by a KVM irqfd.
+    mutating func interruptLine(gsi: UInt32) throws(VMMError) -> IRQFDLine {
+        do {
+            let eventfd = try EventFD()
+            try vm.registerIRQFD(eventfd, gsi: gsi)
+            interruptEventFDs.append(eventfd)
+            return IRQFDLine(eventfd: eventfd)
+        } catch let error as KVMError {
+            throw .kvm(error, while: "wiring interrupt \(gsi)")
+        } catch {
+            throw VMMError(.hostResource, "\(error)")
+        }
+    }
+
+    /// COM1, the i8042 and the boot timer.
+    mutating func attachLegacyDevices(_ config: VMConfig, latch: ExitLatch) throws(VMMError) {
+        let resume = serialInputResume
+        let serial = Serial8250(
+            interrupt: try interruptLine(gsi: X86Layout.com1IRQ),
+            output: try serialSink(config.serialOutput),
+            inputSpaceAvailable: { resume.signal() })
+        let i8042 = I8042(interrupt: try interruptLine(gsi: X86Layout.i8042IRQ), onReset: { latch.finish(.reset) })
+        let bootTimer = BootTimer(onBoot: { _ in BootClock.report() })
+        do {
+            try portBus.insert(serial, base: 0x3f8, size: 8)
+            try portBus.insert(i8042, base: 0x60, size: 5)
+            try mmioBus.insert(bootTimer, base: X86Layout.bootTimer.rawValue, size: 0x1000)
+        } catch { throw VMMError(.internalError, "placing devices: \(error)") }
+        self.serial = serial
+    }
+
+    private mutating func serialSink(_ output: VMConfig.SerialOutput) throws(VMMError) -> any ByteSink {
+        switch output {
+        case .standardOutput:
+            return FileSink(raw: 1)
+        case .file(let path):
+            do {
+                let fd = try FileDescriptor.open(path, flags: O_WRONLY | O_CREAT | O_TRUNC)
+                serialFile = fd
+                return FileSink(raw: fd.rawValue, owning: fd)
+            } catch {
+                throw VMMError(.missingInput, "cannot open the serial output file \(path): \(String(cString: strerror(error.errno)))")
+            }
+        case .sink(let custom):
+            return custom
+        case .none:
+            return DiscardSink()
+        }
+    }
+}
+
+/// A sink for a console nobody reads.
+struct DiscardSink: ByteSink {
+    func write(_ bytes: UnsafeRawBufferPointer) {}
+}

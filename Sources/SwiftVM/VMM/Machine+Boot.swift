@@ -1,0 +1,58 @@
+import SwiftVMHost
+
+extension Machine {
+    /// Maps guest RAM and writes everything the Linux 64-bit boot protocol
+    /// expects into it: the kernel, the initrd, the command line, page tables,
+    /// GDT, MP table and zero page. Needs no KVM.
+    static func loadGuest(_ config: VMConfig) throws(VMMError) -> (GuestMemory, LoadedKernel) {
+        let commandLine: KernelCommandLine
+        do { commandLine = try KernelCommandLine(config.commandLine) } catch {
+            throw VMMError(.usage, error.description)
+        }
+        let kernelFile = try FileImage(path: config.kernelPath, role: "kernel")
+        let initrdFile = try config.initrdPath.map { (path) throws(VMMError) in try FileImage(path: path, role: "initrd") }
+
+        let ramSize = UInt64(config.memoryMiB) << 20
+        let memory: GuestMemory
+        do { memory = try GuestMemory(regions: X86Layout.ramRegions(size: ramSize)) } catch {
+            throw VMMError(.hostResource, error.description)
+        }
+        let kernel: LoadedKernel
+        do { kernel = try KernelLoader.loadX86Vmlinux(kernelFile, into: memory) } catch {
+            throw VMMError(.badInput, "kernel \(config.kernelPath): \(error)")
+        }
+        var initrd: ZeroPage.Initrd?
+        if let initrdFile, let path = config.initrdPath {
+            initrd = try loadInitrd(initrdFile, path: path, kernelEnd: kernel.endAddress, memory: memory)
+        }
+        do {
+            try commandLine.write(to: memory, at: X86Layout.commandLine)
+            try BootPageTables.write(to: memory)
+            try BootGDT.write(to: memory)
+            try MPTable(cpuCount: config.vcpuCount).write(to: memory)
+            let zeroPage = ZeroPage(
+                e820: E820Map.x86(ramSize: ramSize), commandLineSize: UInt32(commandLine.size),
+                initrd: initrd, acpiRSDP: nil)
+            try zeroPage.write(to: memory)
+        } catch { throw VMMError(.internalError, "writing boot structures: \(error)") }
+        return (memory, kernel)
+    }
+
+    private static func loadInitrd(
+        _ image: FileImage, path: String, kernelEnd: GuestAddress, memory: GuestMemory
+    ) throws(VMMError) -> ZeroPage.Initrd {
+        let address: GuestAddress
+        do { address = try InitrdPlacement.address(initrdSize: image.size, kernelEnd: kernelEnd, memory: memory) } catch {
+            throw VMMError(.usage, "initrd \(path): \(error)")
+        }
+        do {
+            let target = try memory.checkedBytes(at: address, count: Int(image.size))
+            try image.read(at: 0, into: target)
+        } catch let error as ImageReadError {
+            throw VMMError(.badInput, "initrd \(path): \(error)")
+        } catch {
+            throw VMMError(.internalError, "initrd \(path): \(error)")
+        }
+        return ZeroPage.Initrd(address: address, size: image.size)
+    }
+}
