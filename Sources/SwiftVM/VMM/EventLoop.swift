@@ -20,15 +20,13 @@ final class EventLoop: @unchecked Sendable {
     private let input: Int32?
     private let escapes: Bool
     private var pending: [UInt8] = []
+    private var escape = ConsoleEscape()
     private var inputWatched = false
     private var inputClosed = false
     /// Standard input is a regular file or similar: always readable, not pollable.
     private var inputIsFile = false
-    private var sawEscape = false
 
     private enum Token: UInt64 { case stop, signal, input, inputResume }
-
-    static let escapeByte: UInt8 = 0x01  // Ctrl-A
 
     init(latch: ExitLatch, signals: FileDescriptor, serial: Serial8250?, inputResume: EventFD, input: Int32?, escapes: Bool) throws(SystemError) {
         self.epoll = try Epoll()
@@ -103,20 +101,10 @@ final class EventLoop: @unchecked Sendable {
             pending.append(byte)
             return
         }
-        if sawEscape {
-            sawEscape = false
-            switch byte {
-            case UInt8(ascii: "x"), UInt8(ascii: "X"):
-                latch.finish(.userQuit)
-            case EventLoop.escapeByte:
-                pending.append(byte)
-            default:
-                break
-            }
-        } else if byte == EventLoop.escapeByte {
-            sawEscape = true
-        } else {
-            pending.append(byte)
+        switch escape.feed(byte) {
+        case .forward(let byte): pending.append(byte)
+        case .quit: latch.finish(.userQuit)
+        case .none: break
         }
     }
 
@@ -136,5 +124,34 @@ final class EventLoop: @unchecked Sendable {
             try? epoll.modify(input, token: Token.input.rawValue, readable: wantInput)
             inputWatched = wantInput
         }
+    }
+}
+
+/// The console's escape sequences: Ctrl-A x quits, Ctrl-A Ctrl-A is a literal
+/// Ctrl-A, Ctrl-A followed by anything else is dropped.
+struct ConsoleEscape {
+    enum Action: Equatable {
+        case forward(UInt8)
+        case quit
+    }
+
+    static let prefix: UInt8 = 0x01  // Ctrl-A
+    private var armed = false
+
+    /// What to do with `byte`; nil when it is swallowed.
+    mutating func feed(_ byte: UInt8) -> Action? {
+        if armed {
+            armed = false
+            switch byte {
+            case UInt8(ascii: "x"), UInt8(ascii: "X"): return .quit
+            case ConsoleEscape.prefix: return .forward(byte)
+            default: return nil
+            }
+        }
+        if byte == ConsoleEscape.prefix {
+            armed = true
+            return nil
+        }
+        return .forward(byte)
     }
 }
