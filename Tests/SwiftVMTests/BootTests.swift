@@ -38,6 +38,23 @@ struct BootTests {
         #expect(outcome.stderr.contains("the guest reset the machine"))
     }
 
+    @Test("an initrd lands in RAM below the MMIO gap, described in the zero page, byte for byte", arguments: [128, 4096])
+    func initrd(memory: Int) throws {
+        // The test guest checks these markers at both ends of the image.
+        var bytes = Array("SWIFTVM-INITRD\n".utf8)
+        bytes += (0..<(3 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 2654435761 >> 13) }
+        bytes += Array("\nEND-INITRD\n".utf8)
+        let path = try SwiftVMProcess.temporaryFile(bytes, name: "initrd")
+        defer { unlink(path) }
+        let outcome = try SwiftVMProcess.run([
+            "run", "--kernel", try Self.guest(), "--initrd", path, "--memory", "\(memory)",
+            "--cmdline", Self.commandLine(mode: "selftest", memory: memory, vcpus: 1), "--no-console-input",
+        ])
+        #expect(outcome.status == 0, "stderr: \(outcome.stderr)")
+        #expect(outcome.stdoutLines.contains { $0.hasPrefix("PASS initrd: \(bytes.count) bytes at 0x") }, "stdout: \(outcome.stdout)")
+        #expect(outcome.stdoutLines.contains("RESULT 7 passed, 0 failed"))
+    }
+
     @Test("a triple fault ends the run with status 80 and a report naming RIP and the instruction")
     func tripleFault() throws {
         let outcome = try SwiftVMProcess.run([

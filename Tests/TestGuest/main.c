@@ -6,6 +6,7 @@
 #include "cmdline.h"
 #include "echo.h"
 #include "idt.h"
+#include "initrd.h"
 #include "io.h"
 #include "memory.h"
 #include "mptable.h"
@@ -29,6 +30,7 @@ static void run_selftest(const struct guest_params *params)
     check_mptable(params, &mp);
     check_smp(params, &mp);
     check_uart_irq();
+    check_initrd();
     report_summary();
     boot_timer_signal();
 }
