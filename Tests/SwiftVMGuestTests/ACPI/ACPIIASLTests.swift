@@ -104,7 +104,10 @@ struct ACPIIASLTests {
 
         let fadt = dsl["FACP.dat"] ?? ""
         #expect(fadt.contains("Hardware Reduced (V5) : 1"))
-        #expect(fadt.contains("\"SWIFTVM \""))
+        #expect(fadt.contains("Hypervisor ID : 204D565446495753"))  // "SWIFTVM " as a little-endian u64
+        #expect(fadt.contains("Address : 0000000000000600"))  // SLEEP_CONTROL_REG
+        #expect(fadt.contains("Address : 0000000000000601"))  // SLEEP_STATUS_REG
+        #expect(fadt.contains("Value to cause reset : FE"))
 
         let xsdt = dsl["XSDT.dat"] ?? ""
         for address in [tables.fadtAddress, tables.madtAddress] {
