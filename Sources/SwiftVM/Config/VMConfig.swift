@@ -70,7 +70,10 @@ public struct VMConfig: Sendable {
         guard (VMConfig.minMemoryMiB...VMConfig.maxMemoryMiB).contains(memoryMiB) else {
             throw .invalid("--memory must be between \(VMConfig.minMemoryMiB) and \(VMConfig.maxMemoryMiB) MiB; got \(memoryMiB)")
         }
-        do { _ = try KernelCommandLine(commandLine) } catch { throw .invalid(error.description) }
+        guard drives.count + (entropyDevice ? 1 : 0) <= VMConfig.maxVirtioDevices else {
+            throw .invalid("at most \(VMConfig.maxVirtioDevices) virtio devices fit on the interrupt controller; \(drives.count) drives were given")
+        }
+        do { _ = try KernelCommandLine(guestCommandLine) } catch { throw .invalid(error.description) }
         var seen: Set<String> = []
         for drive in drives {
             try drive.validate()
