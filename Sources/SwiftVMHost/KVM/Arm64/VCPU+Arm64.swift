@@ -9,7 +9,8 @@ public struct Arm64VCPUInit: Equatable, Sendable {
     /// Feature bitmap words; bit n of word n / 32 is feature n.
     public var features: [UInt32]
 
-    public init(target: UInt32, features: [UInt32] = Array(repeating: 0, count: Arm64KVM.vcpuFeatureWords)) {
+    /// `features` has up to seven words (`__u32 features[7]`); missing ones are zero.
+    public init(target: UInt32, features: [UInt32] = Array(repeating: 0, count: 7)) {
         self.target = target
         self.features = features
     }
@@ -46,10 +47,8 @@ extension VCPU {
         request.enable(Arm64KVM.featurePSCI02)
         if poweredOff { request.enable(Arm64KVM.featurePowerOff) }
         var words = request.words
-        try words.withUnsafeMutableBytes { (buffer) throws(KVMError) in
-            guard let base = buffer.baseAddress else { return }
-            try ioctl("KVM_ARM_VCPU_INIT", Arm64KVM.vcpuInit, base)
-        }
+        let result = words.withUnsafeMutableBytes { svm_ioctl_ptr(fd.rawValue, Arm64KVM.vcpuInit, $0.baseAddress) }
+        if result < 0 { throw .system(SystemError("KVM_ARM_VCPU_INIT (vCPU \(id))", errno: errno)) }
     }
 
     /// Writes one 64-bit register. The corresponding ioctl is `KVM_SET_ONE_REG`.
