@@ -16,6 +16,7 @@ public struct Arm64MachineDescription: Sendable {
     public var rtc = Arm64MMIODevice(base: Arm64Layout.rtc, size: Arm64Layout.deviceWindowSize, irq: Arm64Layout.rtcIRQ)
     public var gicDistributor: GuestAddress = Arm64Layout.gicDistributor
     /// The first redistributor frame; there is one 128 KiB frame pair per vCPU.
+    /// `init` places it (and the ITS) for `vcpuCount`: change them together.
     public var gicRedistributors: GuestAddress
     public var gicITS: GuestAddress
 
