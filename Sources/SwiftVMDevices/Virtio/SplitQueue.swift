@@ -88,6 +88,8 @@ public final class SplitQueue: Sendable {
     public let layout: Layout
     public let eventIndex: Bool
     public let indirectDescriptors: Bool
+    /// Names the queue in log lines, e.g. "virtio-blk queue 0".
+    public let label: String
     private let memory: GuestMemory
     private let state = Mutex(State())
 
@@ -126,8 +128,12 @@ public final class SplitQueue: Sendable {
     ///   - eventIndex: VIRTIO_F_EVENT_IDX was negotiated.
     ///   - indirectDescriptors: VIRTIO_F_INDIRECT_DESC was negotiated; without
     ///     it an indirect descriptor makes the chain malformed.
-    public init(memory: GuestMemory, layout: Layout, eventIndex: Bool, indirectDescriptors: Bool) throws(LayoutError) {
+    ///   - label: names the queue in log lines.
+    public init(
+        memory: GuestMemory, layout: Layout, eventIndex: Bool, indirectDescriptors: Bool, label: String = "virtqueue"
+    ) throws(LayoutError) {
         try Self.validate(layout, memory: memory)
+        self.label = label
         self.memory = memory
         self.layout = layout
         self.size = layout.size
@@ -175,7 +181,7 @@ public final class SplitQueue: Sendable {
                 case .success(let buffers):
                     return DescriptorChain(head: head, buffers: buffers)
                 case .failure(let problem):
-                    Log.warning("virtqueue: dropping request \(head): \(problem.reason)")
+                    Log.warning("\(label): dropping request \(head): \(problem.reason)")
                     publishUsed(head: head, length: 0, &s)
                 }
             }
@@ -353,7 +359,7 @@ public final class SplitQueue: Sendable {
 
     private func fail(_ reason: String, _ s: inout State) {
         guard s.failure == nil else { return }
-        Log.warning("virtqueue: stopping: \(reason)")
+        Log.warning("\(label): stopping: \(reason)")
         s.failure = reason
     }
 }

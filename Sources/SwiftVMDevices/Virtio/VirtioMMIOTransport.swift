@@ -340,7 +340,8 @@ extension VirtioMMIOTransport {
                     memory: memory,
                     layout: layout,
                     eventIndex: features & VirtioFeature.eventIndex != 0,
-                    indirectDescriptors: features & VirtioFeature.indirectDescriptors != 0
+                    indirectDescriptors: features & VirtioFeature.indirectDescriptors != 0,
+                    label: "\(notifier.name) queue \(index)"
                 ))
             } catch {
                 // QueueReady already checked the layout; this is a second line.
