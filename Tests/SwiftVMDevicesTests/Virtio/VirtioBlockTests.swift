@@ -71,6 +71,28 @@ struct VirtioBlockTests {
         #expect(rig.driver.read(0x200) == 0, "beyond the config space")
     }
 
+    @Test func configSpaceBytesMatchTheSpecLayout() throws {
+        let rig = try BlockRig(sectors: 0x1_0203)
+        let bytes = (0..<24).map { offset in
+            var byte: UInt8 = 0xaa
+            withUnsafeMutableBytes(of: &byte) { rig.driver.transport.read(offset: 0x100 + UInt64(offset), into: $0) }
+            return byte
+        }
+        // struct virtio_blk_config (§5.2.4), little-endian:
+        //   capacity   u64  0x10203 sectors
+        //   size_max   u32  0 (VIRTIO_BLK_F_SIZE_MAX not offered)
+        //   seg_max    u32  254
+        //   geometry   u32  0 (VIRTIO_BLK_F_GEOMETRY not offered)
+        //   blk_size   u32  512
+        #expect(bytes == [
+            0x03, 0x02, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00,
+            0x00, 0x00, 0x00, 0x00,
+            0xfe, 0x00, 0x00, 0x00,
+            0x00, 0x00, 0x00, 0x00,
+            0x00, 0x02, 0x00, 0x00,
+        ])
+    }
+
     @Test func offersFlushOnlyForWritebackDrives() throws {
         let unsafe = try BlockRig(config: .init(id: "a"))
         let writeback = try BlockRig(config: .init(id: "b", cacheWriteback: true))
