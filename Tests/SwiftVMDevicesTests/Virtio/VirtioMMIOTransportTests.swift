@@ -348,6 +348,28 @@ struct VirtioMMIOTransportTests {
         #expect(driver.read(R.interruptStatus) == 0)
     }
 
+    @Test func resetWhileTheEventLoopProcessesIsSafe() async throws {
+        let driver = try rngDriver()
+        let queue = try MockDriverQueue(memory: driver.memory, size: 256)
+        driver.initialize(queues: [queue])
+        for _ in 0..<200 {
+            try queue.makeAvailable(try queue.addChain([.writable(try queue.allocate(4096), 4096)]))
+        }
+        let transport = driver.transport
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for _ in 0..<50 { transport.processQueue(0) }
+            }
+            group.addTask {
+                withUnsafeBytes(of: UInt32(0)) { transport.write(offset: 0x70, from: $0) }
+            }
+        }
+        #expect(driver.status == 0)
+        let served = queue.usedIndex
+        driver.kick()
+        #expect(queue.usedIndex == served, "nothing is served after the reset")
+    }
+
     @Test func sharedMemoryRegionsReadAsAbsent() throws {
         let driver = try rngDriver()
         driver.write(0x0ac, 0)
