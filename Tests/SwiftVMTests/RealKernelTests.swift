@@ -33,6 +33,11 @@ struct RealKernelTests {
             #expect(log.contains(line), "missing \(line)")
         }
         #expect(log.contains { $0.hasSuffix("printk: console [ttyS0] enabled") })
+        // Linux found and read swiftvm's ACPI tables.
+        for table in ["RSDP", "XSDT", "FACP", "DSDT", "APIC"] {
+            #expect(log.contains { $0.hasPrefix("ACPI: \(table) 0x") }, "Linux did not list the \(table) table")
+        }
+        #expect(log.contains("ACPI: Using ACPI (MADT) for SMP configuration information"))
 
         let host = HostReport.probe()
         if host.canRunUnmodifiedGuests {

@@ -18,10 +18,13 @@ extension VMConfig {
     public var virtioSlots: [VirtioSlot] {
         var kinds = orderedDrives.map { VirtioSlot.Kind.block($0) }
         if entropyDevice { kinds.append(.entropy) }
-        return kinds.enumerated().map { index, kind in
-            let base = X86Layout.virtioMMIOStart.rawValue + UInt64(index) * X86Layout.virtioMMIOSize
-            return VirtioSlot(kind: kind, window: VirtioMMIODeviceInfo(base: GuestAddress(base), irq: X86Layout.firstVirtioIRQ + UInt32(index)))
-        }
+        return kinds.enumerated().map { index, kind in VirtioSlot(kind: kind, window: VMConfig.virtioWindow(index)) }
+    }
+
+    /// The MMIO window and GSI of the `index`-th virtio device on x86_64.
+    public static func virtioWindow(_ index: Int) -> VirtioMMIODeviceInfo {
+        let base = X86Layout.virtioMMIOStart.rawValue + UInt64(index) * X86Layout.virtioMMIOSize
+        return VirtioMMIODeviceInfo(base: GuestAddress(base), irq: X86Layout.firstVirtioIRQ + UInt32(index))
     }
 
     /// The command line the guest gets: the configured one, plus `root=` for a
