@@ -27,6 +27,11 @@ public enum X86Layout {
     public static let mpTable = ebdaStart
     /// Where the ACPI RSDP is written.
     public static let rsdp = GuestAddress(0xe0000)
+    /// Where the ACPI tables other than the RSDP (XSDT, FADT, MADT, DSDT) are
+    /// packed. The MP table at ``mpTable`` takes at most 5,364 bytes (254
+    /// vCPUs) and so ends by 0xa10f4; the next page leaves 248 KiB below
+    /// ``rsdp`` for the tables.
+    public static let acpiTables = GuestAddress(0xa2000)
     /// Start of high memory; kernels load above it.
     public static let highMemory = GuestAddress(0x10_0000)
     /// The 32-bit MMIO gap: no RAM from here to 4 GiB.
@@ -47,6 +52,27 @@ public enum X86Layout {
     public static let com1IRQ: UInt32 = 4
     /// The first GSI handed to virtio-mmio devices.
     public static let firstVirtioIRQ: UInt32 = 5
+
+    /// I/O ports of the legacy devices.
+    public static let com1Port: UInt16 = 0x3f8
+    public static let i8042DataPort: UInt16 = 0x60
+    /// The i8042 command port; writing 0xFE here pulses the CPU reset line,
+    /// which is also the FADT's ACPI reset register.
+    public static let i8042CommandPort: UInt16 = 0x64
+
+    /// The FADT's SLEEP_CONTROL_REG: one byte at this I/O port (ACPI 6.5
+    /// §4.8.3.7). A guest powers off by writing `SLP_EN | SLP_TYP << 2`, with
+    /// SLP_EN = 0x20 and SLP_TYP = 5 from the DSDT's `\_S5_` package, so the
+    /// byte is 0x34; ``ACPISleepControl/requestsPowerOff(_:)`` decodes it.
+    /// Writes with SLP_EN clear change nothing.
+    ///
+    /// 0x600 is where QEMU's PC machines put their ACPI PM block; no device
+    /// swiftvm models, and nothing Linux probes on its own, uses it.
+    public static let acpiSleepControlPort: UInt16 = 0x600
+    /// The FADT's SLEEP_STATUS_REG, one byte. Before sleeping, Linux writes
+    /// 0x80 (WAK_STS, write-one-to-clear) here; reads should return 0, which
+    /// says "not waking". Nothing in it matters for power-off.
+    public static let acpiSleepStatusPort: UInt16 = 0x601
 
     /// Guest RAM regions for `size` bytes of RAM: below the MMIO gap first,
     /// the remainder from 4 GiB up.

@@ -25,6 +25,13 @@ public struct VMConfig: Sendable {
     public var cpuTemplate: CPUTemplate?
     /// The KVM device to use.
     public var kvmPath: String
+    /// Describe the machine with ACPI tables (the default) or, when false, only
+    /// with the MP table and `virtio_mmio.device=` stanzas on the command line.
+    public var acpi: Bool = true
+    /// virtio-block drives, in the order the guest sees them (/dev/vda first).
+    public var drives: [DriveConfig] = []
+    /// Attach a virtio-rng device so the guest's CSPRNG is seeded from the host.
+    public var entropyDevice: Bool = true
 
     public enum SerialOutput: Sendable {
         case standardOutput
@@ -63,7 +70,24 @@ public struct VMConfig: Sendable {
         guard (VMConfig.minMemoryMiB...VMConfig.maxMemoryMiB).contains(memoryMiB) else {
             throw .invalid("--memory must be between \(VMConfig.minMemoryMiB) and \(VMConfig.maxMemoryMiB) MiB; got \(memoryMiB)")
         }
-        do { _ = try KernelCommandLine(commandLine) } catch { throw .invalid(error.description) }
+        guard drives.count + (entropyDevice ? 1 : 0) <= VMConfig.maxVirtioDevices else {
+            throw .invalid("at most \(VMConfig.maxVirtioDevices) virtio devices fit on the interrupt controller; \(drives.count) drives were given")
+        }
+        do { _ = try KernelCommandLine(guestCommandLine) } catch { throw .invalid(error.description) }
+        var seen: Set<String> = []
+        for drive in drives {
+            try drive.validate()
+            guard seen.insert(drive.id).inserted else { throw .invalid("two drives are named \(drive.id); drive ids must be unique") }
+        }
+        let roots = drives.filter(\.isRootDevice)
+        if roots.count > 1 {
+            throw .invalid("drives \(roots.map(\.id).joined(separator: " and ")) are both marked root; only one drive can hold /")
+        }
+    }
+
+    /// The drives with the root drive first, so that it is /dev/vda.
+    public var orderedDrives: [DriveConfig] {
+        drives.filter(\.isRootDevice) + drives.filter { !$0.isRootDevice }
     }
 }
 

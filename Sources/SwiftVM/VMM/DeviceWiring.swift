@@ -35,7 +35,7 @@ struct DeviceWiring: @unchecked Sendable {
         }
     }
 
-    /// COM1, the i8042 and the boot timer.
+    /// COM1, the i8042, the boot timer and, with ACPI, the sleep registers.
     mutating func attachLegacyDevices(_ config: VMConfig, latch: ExitLatch) throws(VMMError) {
         let resume = serialInputResume
         let serial = Serial8250(
@@ -45,9 +45,13 @@ struct DeviceWiring: @unchecked Sendable {
         let i8042 = I8042(interrupt: try interruptLine(gsi: X86Layout.i8042IRQ), onReset: { latch.finish(.reset) })
         let bootTimer = BootTimer(onBoot: { _ in BootClock.report() })
         do {
-            try portBus.insert(serial, base: 0x3f8, size: 8)
-            try portBus.insert(i8042, base: 0x60, size: 5)
+            try portBus.insert(serial, base: UInt64(X86Layout.com1Port), size: 8)
+            try portBus.insert(i8042, base: UInt64(X86Layout.i8042DataPort), size: 5)
             try mmioBus.insert(bootTimer, base: X86Layout.bootTimer.rawValue, size: 0x1000)
+            if config.acpi {
+                let power = ACPIPowerControl(onPowerOff: { latch.finish(.powerOff) })
+                try portBus.insert(power, base: UInt64(X86Layout.acpiSleepControlPort), size: 2)
+            }
         } catch { throw VMMError(.internalError, "placing devices: \(error)") }
         self.serial = serial
     }

@@ -3,10 +3,10 @@ import SwiftVMHost
 extension Machine {
     /// Maps guest RAM and writes everything the Linux 64-bit boot protocol
     /// expects into it: the kernel, the initrd, the command line, page tables,
-    /// GDT, MP table and zero page. Needs no KVM.
+    /// GDT, MP table, ACPI tables and zero page. Needs no KVM.
     static func loadGuest(_ config: VMConfig) throws(VMMError) -> (GuestMemory, LoadedKernel) {
         let commandLine: KernelCommandLine
-        do { commandLine = try KernelCommandLine(config.commandLine) } catch {
+        do { commandLine = try KernelCommandLine(config.guestCommandLine) } catch {
             throw VMMError(.usage, error.description)
         }
         let kernelFile = try FileImage(path: config.kernelPath, role: "kernel")
@@ -30,9 +30,15 @@ extension Machine {
             try BootPageTables.write(to: memory)
             try BootGDT.write(to: memory)
             try MPTable(cpuCount: config.vcpuCount).write(to: memory)
+            var rsdp: GuestAddress?
+            if config.acpi {
+                let tables = try ACPITables(vcpuCount: config.vcpuCount, virtioDevices: config.virtioSlots.map(\.window))
+                try tables.write(to: memory)
+                rsdp = tables.rsdpAddress
+            }
             let zeroPage = ZeroPage(
                 e820: E820Map.x86(ramSize: ramSize), commandLineSize: UInt32(commandLine.size),
-                initrd: initrd, acpiRSDP: nil)
+                initrd: initrd, acpiRSDP: rsdp)
             try zeroPage.write(to: memory)
         } catch { throw VMMError(.internalError, "writing boot structures: \(error)") }
         return (memory, kernel)

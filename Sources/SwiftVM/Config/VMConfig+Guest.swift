@@ -1,0 +1,44 @@
+extension VMConfig {
+    /// One virtio-mmio device as the guest finds it.
+    public struct VirtioSlot: Sendable, Equatable {
+        public enum Kind: Sendable, Equatable {
+            case block(DriveConfig)
+            case entropy
+        }
+
+        public var kind: Kind
+        public var window: VirtioMMIODeviceInfo
+    }
+
+    /// The IOAPIC has 24 pins and virtio devices start at GSI 5.
+    public static let maxVirtioDevices = 24 - Int(X86Layout.firstVirtioIRQ)
+
+    /// The virtio devices in guest order: drives (root first), then the entropy
+    /// device; device i gets the i-th 4 KiB window from 0xc0001000 and GSI 5 + i.
+    public var virtioSlots: [VirtioSlot] {
+        var kinds = orderedDrives.map { VirtioSlot.Kind.block($0) }
+        if entropyDevice { kinds.append(.entropy) }
+        return kinds.enumerated().map { index, kind in
+            let base = X86Layout.virtioMMIOStart.rawValue + UInt64(index) * X86Layout.virtioMMIOSize
+            return VirtioSlot(kind: kind, window: VirtioMMIODeviceInfo(base: GuestAddress(base), irq: X86Layout.firstVirtioIRQ + UInt32(index)))
+        }
+    }
+
+    /// The command line the guest gets: the configured one, plus `root=` for a
+    /// root drive (unless the line already names a root), plus, without ACPI,
+    /// one `virtio_mmio.device=` stanza per device for kernels built with
+    /// CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES.
+    public var guestCommandLine: String {
+        var words = [commandLine]
+        let hasRoot = commandLine.split(separator: " ").contains { $0.hasPrefix("root=") }
+        if let root = drives.first(where: \.isRootDevice), !hasRoot {
+            words.append(root.rootParameters)
+        }
+        if !acpi {
+            for slot in virtioSlots {
+                words.append("virtio_mmio.device=4K@0x\(String(slot.window.base.rawValue, radix: 16)):\(slot.window.irq)")
+            }
+        }
+        return words.filter { !$0.isEmpty }.joined(separator: " ")
+    }
+}

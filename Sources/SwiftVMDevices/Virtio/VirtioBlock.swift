@@ -1,0 +1,313 @@
+import SwiftVMGuest
+import Synchronization
+
+/// How a drive is presented to the guest (the `drives` entry of the
+/// Firecracker API: `drive_id`, `is_read_only`, `cache_type`).
+public struct BlockDriveConfig: Sendable, Hashable {
+    /// The drive's identifier; the guest reads it as the disk's serial
+    /// (VIRTIO_BLK_T_GET_ID, `/sys/block/vda/serial`). At most 20 bytes of UTF-8.
+    public var id: String
+    /// The guest may read but not write; VIRTIO_BLK_F_RO is offered.
+    public var readOnly: Bool
+    /// Firecracker's `Writeback` cache type: VIRTIO_BLK_F_FLUSH is offered and
+    /// the guest's flushes reach the backend. Otherwise (`Unsafe`) the guest
+    /// is told the disk has no volatile cache and never flushes.
+    public var cacheWriteback: Bool
+
+    public static let maxIDBytes = 20
+
+    public init(id: String, readOnly: Bool = false, cacheWriteback: Bool = false) {
+        self.id = id
+        self.readOnly = readOnly
+        self.cacheWriteback = cacheWriteback
+    }
+}
+
+/// A virtio block device (virtio 1.2 §5.2, device ID 2) with one request queue.
+///
+/// The config space reports the capacity in 512-byte sectors, `seg_max`, and a
+/// `blk_size` of 512. A 512-byte logical block is what every guest tool and
+/// image accepts: ext4 images made with 1 KiB blocks (mkfs's choice for small
+/// images) cannot be mounted on a disk with 4 KiB logical blocks, and the
+/// request format addresses 512-byte sectors whatever `blk_size` says. Host
+/// files with 4 KiB physical blocks still work; the host page cache absorbs
+/// the sub-block writes.
+public final class VirtioBlock: VirtioDevice {
+    /// Block feature bits (§5.2.3).
+    public enum Feature {
+        public static let segMax: UInt64 = 1 << 2
+        public static let readOnly: UInt64 = 1 << 5
+        public static let blockSize: UInt64 = 1 << 6
+        public static let flush: UInt64 = 1 << 9
+    }
+
+    /// Request types (§5.2.6).
+    public enum RequestType {
+        public static let read: UInt32 = 0
+        public static let write: UInt32 = 1
+        public static let flush: UInt32 = 4
+        public static let getID: UInt32 = 8
+    }
+
+    /// Values of the status byte that ends each request (§5.2.6).
+    public enum RequestStatus {
+        public static let ok: UInt8 = 0
+        public static let ioError: UInt8 = 1
+        public static let unsupported: UInt8 = 2
+    }
+
+    public enum ConfigError: Error, Equatable, CustomStringConvertible {
+        case idTooLong(String)
+
+        public var description: String {
+            switch self {
+            case .idTooLong(let id):
+                "drive id \"\(id)\" is \(id.utf8.count) bytes; virtio-blk serials hold at most \(BlockDriveConfig.maxIDBytes)"
+            }
+        }
+    }
+
+    public static let sectorSize: UInt64 = 512
+    public static let queueSize: UInt16 = 256
+    /// Size of the request header: type u32, reserved u32, sector u64.
+    static let headerSize: UInt64 = 16
+
+    public let config: BlockDriveConfig
+    public let backend: any BlockBackend
+    /// The disk size in 512-byte sectors; a partial last sector is not exposed.
+    public let capacity: UInt64
+    public let offeredFeatures: UInt64
+    private let configSpace: [UInt8]
+    private let serial: [UInt8]
+    private let activation = Mutex<VirtioActivation?>(nil)
+
+    public init(config: BlockDriveConfig, backend: any BlockBackend) throws(ConfigError) {
+        guard config.id.utf8.count <= BlockDriveConfig.maxIDBytes else { throw .idTooLong(config.id) }
+        self.config = config
+        self.backend = backend
+        self.capacity = backend.size / Self.sectorSize
+        var features = Feature.segMax | Feature.blockSize
+            | VirtioFeature.version1 | VirtioFeature.eventIndex | VirtioFeature.indirectDescriptors
+        if config.readOnly { features |= Feature.readOnly }
+        if config.cacheWriteback { features |= Feature.flush }
+        self.offeredFeatures = features
+        self.serial = Array(config.id.utf8) + [UInt8](repeating: 0, count: BlockDriveConfig.maxIDBytes - config.id.utf8.count)
+        self.configSpace = Self.configSpace(capacity: capacity)
+    }
+
+    /// struct virtio_blk_config up to `blk_size` (§5.2.4): capacity u64 at 0,
+    /// size_max u32 at 8 (not offered), seg_max u32 at 12, geometry at 16 (not
+    /// offered), blk_size u32 at 20. Later fields belong to features not offered.
+    static func configSpace(capacity: UInt64) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: 24)
+        bytes.withUnsafeMutableBytes { raw in
+            raw.storeBytes(of: capacity.littleEndian, toByteOffset: 0, as: UInt64.self)
+            // Two descriptors of each request carry the header and the status.
+            raw.storeBytes(of: UInt32(queueSize - 2).littleEndian, toByteOffset: 12, as: UInt32.self)
+            raw.storeBytes(of: UInt32(sectorSize).littleEndian, toByteOffset: 20, as: UInt32.self)
+        }
+        return bytes
+    }
+
+    // MARK: - VirtioDevice
+
+    public var deviceType: UInt32 { VirtioDeviceType.block }
+    public var queueMaxSizes: [UInt16] { [Self.queueSize] }
+
+    public func readConfig(at offset: Int, into data: UnsafeMutableRawBufferPointer) {
+        for i in 0..<data.count {
+            let at = offset + i
+            data[i] = at < configSpace.count ? configSpace[at] : 0
+        }
+    }
+
+    public func writeConfig(at offset: Int, from data: UnsafeRawBufferPointer) {
+        // Only the `writeback` field is writable, with VIRTIO_BLK_F_CONFIG_WCE,
+        // which is not offered.
+        Log.warning("virtio-blk: write to read-only config space at 0x\(String(offset, radix: 16)) ignored")
+    }
+
+    public func activate(_ activation: VirtioActivation) {
+        self.activation.withLock { $0 = activation }
+    }
+
+    public func reset() {
+        activation.withLock { $0 = nil }
+    }
+
+    public func process(queue index: Int) {
+        guard let activation = activation.withLock({ $0 }),
+              activation.queues.indices.contains(index),
+              let queue = activation.queues[index]
+        else { return }
+        while let chain = queue.popAvailable() {
+            let length = handle(chain, activation: activation)
+            queue.addUsed(head: chain.head, length: length)
+        }
+    }
+}
+
+// MARK: - Requests
+
+extension VirtioBlock {
+    /// A request parsed from its chain, ready to perform. Performing and
+    /// completing are separate so an asynchronous backend can do the first
+    /// later and elsewhere.
+    struct Request {
+        var type: UInt32
+        var sector: UInt64
+        /// Device-readable data after the header (write requests).
+        var readableData: [GuestBuffer]
+        /// Device-writable data before the status byte (read, get-id requests).
+        var writableData: [GuestBuffer]
+        var status: GuestAddress
+    }
+
+    /// Performs the request in `chain` and writes its status byte; returns
+    /// the used length (bytes written into the chain).
+    func handle(_ chain: DescriptorChain, activation: VirtioActivation) -> UInt32 {
+        let memory = activation.memory
+        // The status byte is the last writable byte (§5.2.6); without it the
+        // device has no way to answer, and hands the chain back untouched.
+        let writable = chain.writable.filter { $0.length > 0 }
+        guard let last = writable.last else {
+            Log.warning("virtio-blk: request \(chain.head) has no writable status byte; returned unanswered")
+            return 0
+        }
+        let status = GuestAddress(last.address.rawValue + UInt64(last.length) - 1)
+        var writableData = writable
+        writableData[writableData.count - 1] = GuestBuffer(address: last.address, length: last.length - 1, isWritable: true)
+
+        var header = [UInt8](repeating: 0, count: Int(Self.headerSize))
+        var cursor = GuestBufferCursor(memory: memory, buffers: chain.readable)
+        let headerRead = (try? header.withUnsafeMutableBytes { bytes throws(GuestMemoryError) in try cursor.read(into: bytes) }) ?? 0
+        guard headerRead == header.count else {
+            Log.warning("virtio-blk: request \(chain.head) has a \(headerRead)-byte header, not 16")
+            return complete(status: RequestStatus.ioError, at: status, written: 0, memory: memory)
+        }
+        let request = header.withUnsafeBytes { bytes in
+            Request(
+                type: UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 0, as: UInt32.self)),
+                sector: UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: 8, as: UInt64.self)),
+                readableData: Self.buffers(of: chain.readable, after: Self.headerSize),
+                writableData: writableData,
+                status: status
+            )
+        }
+        let (result, written) = perform(request, memory: memory, flushNegotiated: activation.negotiated(Feature.flush))
+        return complete(status: result, at: status, written: written, memory: memory)
+    }
+
+    /// Writes the status byte; returns the used length.
+    private func complete(status: UInt8, at address: GuestAddress, written: UInt64, memory: GuestMemory) -> UInt32 {
+        do {
+            try memory.store(status, at: address)
+        } catch {
+            Log.warning("virtio-blk: cannot write request status: \(error)")
+            return UInt32(truncatingIfNeeded: written)
+        }
+        return UInt32(truncatingIfNeeded: written + 1)
+    }
+
+    /// Performs `request`; returns its status and the data bytes it wrote
+    /// into guest memory.
+    func perform(_ request: Request, memory: GuestMemory, flushNegotiated: Bool) -> (UInt8, UInt64) {
+        switch request.type {
+        case RequestType.read:
+            guard let offset = byteOffset(request, length: Self.length(of: request.writableData)) else {
+                return (RequestStatus.ioError, 0)
+            }
+            var cursor = GuestBufferCursor(memory: memory, buffers: request.writableData)
+            var position = offset
+            do {
+                while let segment = try cursor.nextSegment(limit: .max) {
+                    try backend.read(into: segment, at: position)
+                    position += UInt64(segment.count)
+                }
+            } catch {
+                Log.warning("virtio-blk: read of sector \(request.sector) failed: \(error)")
+                return (RequestStatus.ioError, position - offset)
+            }
+            return (RequestStatus.ok, position - offset)
+
+        case RequestType.write:
+            guard !config.readOnly else {
+                Log.warning("virtio-blk: write to read-only drive \"\(config.id)\" refused")
+                return (RequestStatus.ioError, 0)
+            }
+            guard let offset = byteOffset(request, length: Self.length(of: request.readableData)) else {
+                return (RequestStatus.ioError, 0)
+            }
+            var cursor = GuestBufferCursor(memory: memory, buffers: request.readableData)
+            var position = offset
+            do {
+                while let segment = try cursor.nextSegment(limit: .max) {
+                    try backend.write(from: UnsafeRawBufferPointer(segment), at: position)
+                    position += UInt64(segment.count)
+                }
+            } catch {
+                Log.warning("virtio-blk: write of sector \(request.sector) failed: \(error)")
+                return (RequestStatus.ioError, 0)
+            }
+            return (RequestStatus.ok, 0)
+
+        case RequestType.flush:
+            guard flushNegotiated else { return (RequestStatus.unsupported, 0) }
+            do {
+                try backend.flush()
+            } catch {
+                Log.warning("virtio-blk: flush failed: \(error)")
+                return (RequestStatus.ioError, 0)
+            }
+            return (RequestStatus.ok, 0)
+
+        case RequestType.getID:
+            var cursor = GuestBufferCursor(memory: memory, buffers: request.writableData)
+            // The serial fills at most 20 bytes and is NUL-padded, not NUL-terminated.
+            let written = (try? serial.withUnsafeBytes { try cursor.write(from: $0) }) ?? 0
+            return (RequestStatus.ok, UInt64(written))
+
+        default:
+            return (RequestStatus.unsupported, 0)
+        }
+    }
+
+    /// The byte offset of a read or write of `length` bytes, or nil (and a log
+    /// line) when it is not whole sectors or reaches past the end of the disk.
+    private func byteOffset(_ request: Request, length: UInt64) -> UInt64? {
+        guard length % Self.sectorSize == 0 else {
+            Log.warning("virtio-blk: \(length)-byte transfer is not a multiple of 512")
+            return nil
+        }
+        let sectors = length / Self.sectorSize
+        guard request.sector <= capacity, sectors <= capacity - request.sector else {
+            Log.warning("virtio-blk: \(sectors) sectors at sector \(request.sector) run past the end of drive \"\(config.id)\" (\(capacity) sectors)")
+            return nil
+        }
+        return request.sector * Self.sectorSize
+    }
+
+    static func length(of buffers: [GuestBuffer]) -> UInt64 {
+        buffers.reduce(0) { $0 + UInt64($1.length) }
+    }
+
+    /// `buffers` with the first `skip` bytes removed.
+    static func buffers(of buffers: some Collection<GuestBuffer>, after skip: UInt64) -> [GuestBuffer] {
+        var remaining = skip
+        var result: [GuestBuffer] = []
+        for buffer in buffers {
+            let length = UInt64(buffer.length)
+            if remaining >= length {
+                remaining -= length
+                continue
+            }
+            result.append(GuestBuffer(
+                address: GuestAddress(buffer.address.rawValue + remaining),
+                length: buffer.length - UInt32(remaining),
+                isWritable: buffer.isWritable
+            ))
+            remaining = 0
+        }
+        return result
+    }
+}
