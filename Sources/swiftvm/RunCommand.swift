@@ -26,6 +26,25 @@ struct RunCommand: ParsableCommand {
     @Option(help: "Words added to the end of the kernel command line.")
     var append: [String] = []
 
+    @Option(help: ArgumentHelp(
+        "An ext4 image to boot as the root file system: drive \"rootfs\", /dev/vda, root=/dev/vda rw.",
+        valueName: "image"))
+    var rootfs: String?
+
+    @Option(help: ArgumentHelp(
+        "A virtio-block drive (repeatable): id=NAME,path=FILE[,ro][,root][,cache=unsafe|writeback][,engine=sync|async][,partuuid=UUID].",
+        valueName: "spec"))
+    var drive: [String] = []
+
+    @Flag(help: "Describe the machine with the MP table and virtio_mmio.device= stanzas instead of ACPI tables.")
+    var noACPI = false
+
+    @Flag(help: "Do not attach the virtio-rng entropy device.")
+    var noRNG = false
+
+    @Flag(help: "Skip the checks of the kernel and root drive before boot.")
+    var noPreflight = false
+
     @Option(help: "Number of vCPUs (1 to \(VMConfig.maxVCPUs)).")
     var vcpus: Int = 1
 
@@ -64,6 +83,17 @@ struct RunCommand: ParsableCommand {
         config.serialInput = !noConsoleInput
         config.kvmPath = kvmDevice
         if let serialOut { config.serialOutput = .file(serialOut) }
+        config.acpi = !noACPI
+        config.entropyDevice = !noRNG
+        config.preflight = !noPreflight
+        do {
+            if let rootfs { config.drives.append(DriveConfig(id: "rootfs", path: rootfs, isRootDevice: true)) }
+            for spec in drive { config.drives.append(try DriveConfig.parse(spec)) }
+            try config.validate()
+        } catch {
+            Log.error(error.description)
+            throw ExitCode(ExitStatus.usage)
+        }
         if let cpuTemplate {
             do { config.cpuTemplate = try CPUTemplateFile.load(path: cpuTemplate) } catch {
                 Log.error(error.description)

@@ -32,6 +32,9 @@ public struct VMConfig: Sendable {
     public var drives: [DriveConfig] = []
     /// Attach a virtio-rng device so the guest's CSPRNG is seeded from the host.
     public var entropyDevice: Bool = true
+    /// Check the kernel and root drive for problems that would make the boot
+    /// fail silently, before the guest runs.
+    public var preflight: Bool = true
 
     public enum SerialOutput: Sendable {
         case standardOutput

@@ -15,6 +15,8 @@ struct DeviceWiring: @unchecked Sendable {
     let serialInputResume: EventFD
     /// Keeps a serial output file open.
     private(set) var serialFile: FileDescriptor?
+    /// The virtio devices, each with the ioeventfd KVM signals on a queue notify.
+    private(set) var virtio: [VirtioEndpoint] = []
 
     init(vm: VirtualMachine) throws(VMMError) {
         self.vm = vm
@@ -56,6 +58,48 @@ struct DeviceWiring: @unchecked Sendable {
         self.serial = serial
     }
 
+    /// One virtio-mmio transport per slot: a window on the MMIO bus, an irqfd
+    /// on its GSI, and an ioeventfd on its QueueNotify register so that kicks
+    /// go to the event loop without a vCPU exit.
+    mutating func attachVirtioDevices(_ config: VMConfig, memory: GuestMemory, backends: [String: any BlockBackend]) throws(VMMError) {
+        for slot in config.virtioSlots {
+            let device: any VirtioDevice
+            let name: String
+            switch slot.kind {
+            case .block(let drive):
+                guard let backend = backends[drive.id] else {
+                    throw VMMError(.internalError, "no backend was opened for drive \(drive.id)")
+                }
+                let settings = BlockDriveConfig(id: drive.id, readOnly: drive.readOnly, cacheWriteback: drive.cacheType == .writeback)
+                do { device = try VirtioBlock(config: settings, backend: backend) } catch {
+                    throw VMMError(.usage, "drive \(drive.id): \(error)")
+                }
+                name = "virtio-blk \(drive.id)"
+            case .entropy:
+                device = VirtioRNG()
+                name = "virtio-rng"
+            }
+            let transport = VirtioMMIOTransport(
+                device: device, memory: memory, interrupt: try interruptLine(gsi: slot.window.irq))
+            let notify: EventFD
+            do {
+                notify = try EventFD(nonBlocking: true)
+                try vm.registerIOEventFD(
+                    notify, mmioAddress: slot.window.base.rawValue + transport.queueNotifyOffset, length: 4)
+            } catch let error as KVMError {
+                throw .kvm(error, while: "registering the queue doorbell of \(name)")
+            } catch {
+                throw VMMError(.hostResource, "\(error)")
+            }
+            // A kick that reaches the bus anyway is handed to the event loop too.
+            transport.queueNotificationHandler = { _ in notify.signal() }
+            do { try mmioBus.insert(transport, base: slot.window.base.rawValue, size: slot.window.size) } catch {
+                throw VMMError(.internalError, "placing \(name): \(error)")
+            }
+            virtio.append(VirtioEndpoint(name: name, transport: transport, notify: notify, queueCount: device.queueMaxSizes.count))
+        }
+    }
+
     private mutating func serialSink(_ output: VMConfig.SerialOutput) throws(VMMError) -> any ByteSink {
         switch output {
         case .standardOutput:
@@ -79,4 +123,20 @@ struct DeviceWiring: @unchecked Sendable {
 /// A sink for a console nobody reads.
 struct DiscardSink: ByteSink {
     func write(_ bytes: UnsafeRawBufferPointer) {}
+}
+
+/// A virtio device as the event loop serves it.
+struct VirtioEndpoint: Sendable {
+    let name: String
+    let transport: VirtioMMIOTransport
+    /// Signalled by KVM when the guest writes QueueNotify.
+    let notify: EventFD
+    let queueCount: Int
+
+    /// Serves every queue: one doorbell covers them all, and a queue with
+    /// nothing new costs one index comparison.
+    func serve() {
+        notify.drain()
+        for queue in 0..<queueCount { transport.processQueue(queue) }
+    }
 }

@@ -2,8 +2,8 @@ import Glibc
 import SwiftVMHost
 import SwiftVMDevices
 
-/// Feeds the VMM's standard input to the serial console and watches for
-/// stop requests, on the device event-loop thread.
+/// The device event-loop thread: serves virtio queue notifications, feeds the
+/// VMM's standard input to the serial console, and watches for stop requests.
 ///
 /// On a terminal, Ctrl-A is an escape: Ctrl-A x quits, Ctrl-A Ctrl-A sends one
 /// Ctrl-A to the guest. Input is never dropped: while the UART's receive FIFO
@@ -27,8 +27,14 @@ final class EventLoop: @unchecked Sendable {
     private var inputIsFile = false
 
     private enum Token: UInt64 { case stop, signal, input, inputResume }
+    /// Tokens from here up name virtio devices by index.
+    private static let firstVirtioToken: UInt64 = 16
+    private let virtio: [VirtioEndpoint]
 
-    init(latch: ExitLatch, signals: FileDescriptor, serial: Serial8250?, inputResume: EventFD, input: Int32?, escapes: Bool) throws(SystemError) {
+    init(
+        latch: ExitLatch, signals: FileDescriptor, serial: Serial8250?, inputResume: EventFD, input: Int32?,
+        escapes: Bool, virtio: [VirtioEndpoint]
+    ) throws(SystemError) {
         self.epoll = try Epoll()
         self.latch = latch
         self.stop = try EventFD()
@@ -37,6 +43,10 @@ final class EventLoop: @unchecked Sendable {
         self.inputResume = inputResume
         self.input = input
         self.escapes = escapes
+        self.virtio = virtio
+        for (index, endpoint) in virtio.enumerated() {
+            try epoll.add(endpoint.notify.rawValue, token: EventLoop.firstVirtioToken + UInt64(index))
+        }
         try epoll.add(stop.rawValue, token: Token.stop.rawValue)
         try epoll.add(signals.rawValue, token: Token.signal.rawValue)
         try epoll.add(inputResume.rawValue, token: Token.inputResume.rawValue)
@@ -63,6 +73,11 @@ final class EventLoop: @unchecked Sendable {
                 return
             }
             for event in events {
+                if event.token >= EventLoop.firstVirtioToken {
+                    let index = Int(event.token - EventLoop.firstVirtioToken)
+                    if index < virtio.count { virtio[index].serve() }
+                    continue
+                }
                 switch Token(rawValue: event.token) {
                 case .stop:
                     return

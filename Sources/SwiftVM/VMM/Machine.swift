@@ -29,12 +29,14 @@ final class Machine: @unchecked Sendable {
         // Inputs first: a wrong file is reported even on a host without KVM,
         // and guest RAM is filled before KVM is opened.
         let (memory, kernel) = try loadGuest(config)
+        let backends = try openDrives(config)
 
         let latch: ExitLatch
         do { latch = try ExitLatch() } catch { throw VMMError(.hostResource, "\(error)") }
         let (kvm, vm) = try createVM(config, memory: memory)
         var devices = try DeviceWiring(vm: vm)
         try devices.attachLegacyDevices(config, latch: latch)
+        try devices.attachVirtioDevices(config, memory: memory, backends: backends)
         let vcpus = try createVCPUs(kvm: kvm, vm: vm, config: config, entry: kernel.entry)
         return Machine(kvm: kvm, vm: vm, memory: memory, vcpus: vcpus, devices: devices, latch: latch)
     }
@@ -79,7 +81,7 @@ final class Machine: @unchecked Sendable {
         do {
             loop = try EventLoop(
                 latch: latch, signals: signals, serial: devices.serial, inputResume: devices.serialInputResume,
-                input: config.serialInput ? 0 : nil, escapes: interactive)
+                input: config.serialInput ? 0 : nil, escapes: interactive, virtio: devices.virtio)
         } catch { return .vmmError("creating the event loop: \(error)") }
 
         var threads: [HostThread] = []

@@ -36,6 +36,26 @@ public final class FileDescriptor: Sendable {
         return done
     }
 
+    /// Writes all of `bytes` at `offset`, retrying short writes.
+    public func pwriteAll(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws(SystemError) {
+        guard let base = bytes.baseAddress else { return }
+        var done = 0
+        while done < bytes.count {
+            done += try sys("pwrite") { Glibc.pwrite(rawValue, base + done, bytes.count - done, off_t(offset) + off_t(done)) }
+        }
+    }
+
+    /// Flushes the file's data and metadata to its storage (fsync).
+    public func sync() throws(SystemError) {
+        _ = try sys("fsync") { fsync(rawValue) }
+    }
+
+    /// Takes an advisory lock on the whole file (flock), shared or exclusive,
+    /// without waiting. Throws EWOULDBLOCK when another process holds a conflicting lock.
+    public func lock(exclusive: Bool) throws(SystemError) {
+        _ = try sys("flock") { flock(rawValue, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) }
+    }
+
     /// Writes all of `bytes`, retrying short writes.
     public func writeAll(_ bytes: UnsafeRawBufferPointer) throws(SystemError) {
         guard let base = bytes.baseAddress else { return }
