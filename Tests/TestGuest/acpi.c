@@ -64,7 +64,7 @@ static void signature_text(char out[5], const uint8_t *sig)
  * NULL), sane length, checksum.  Returns it, or NULL after a FAIL line. */
 static const uint8_t *get_table(uint64_t addr, const char *sig, const char *via)
 {
-    if (addr == 0 || addr >= ACPI_TABLES_LIMIT - SDT_HEADER_BYTES) {
+    if (addr == 0 || addr > ACPI_TABLES_LIMIT - SDT_HEADER_BYTES) {
         report_fail(acpi_name, "%s pointer from %s expected in RAM below 1 MiB, got 0x%lx", sig ? sig : "table",
                     via, addr);
         return 0;
