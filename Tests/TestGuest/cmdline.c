@@ -50,6 +50,44 @@ static void parse_mode(const char *v, uint64_t len, struct guest_params *p)
     }
 }
 
+static void parse_acpi(const char *v, uint64_t len, struct guest_params *p)
+{
+    if (word_is(v, len, "1"))
+        p->acpi = ACPI_ON;
+    else if (word_is(v, len, "0"))
+        p->acpi = ACPI_OFF;
+}
+
+/* A comma-separated list such as "rw,ro,rng".  An unknown name still
+ * takes a slot, so later devices keep their MMIO address and GSI. */
+static void parse_virtio(const char *v, uint64_t len, struct guest_params *p)
+{
+    static const struct { const char *name; enum virtio_kind kind; } kinds[] = {
+        { "rw", VIRTIO_BLK_RW },
+        { "ro", VIRTIO_BLK_RO },
+        { "wb", VIRTIO_BLK_WB },
+        { "rng", VIRTIO_RNG },
+    };
+    p->has_virtio = 1;
+    uint64_t i = 0;
+    while (i < len) {
+        uint64_t start = i;
+        while (i < len && v[i] != ',')
+            i++;
+        if (i > start) {
+            enum virtio_kind kind = VIRTIO_UNKNOWN;
+            for (unsigned k = 0; k < sizeof kinds / sizeof kinds[0]; k++)
+                if (word_is(v + start, i - start, kinds[k].name))
+                    kind = kinds[k].kind;
+            if (p->virtio_count < VIRTIO_MAX_DEVICES)
+                p->virtio[p->virtio_count++] = kind;
+            else
+                p->virtio_overflow = 1;
+        }
+        i++; /* skip the comma */
+    }
+}
+
 static void parse_word(const char *w, uint64_t len, struct guest_params *p)
 {
     const char *v;
@@ -60,6 +98,10 @@ static void parse_word(const char *w, uint64_t len, struct guest_params *p)
         p->has_mem_mib = parse_u64(v, vlen, &p->mem_mib);
     else if ((v = value_of(w, len, "testguest.cpus=", &vlen)))
         p->has_cpus = parse_u64(v, vlen, &p->cpus);
+    else if ((v = value_of(w, len, "testguest.acpi=", &vlen)))
+        parse_acpi(v, vlen, p);
+    else if ((v = value_of(w, len, "testguest.virtio=", &vlen)))
+        parse_virtio(v, vlen, p);
 }
 
 void cmdline_parse(const char *cmdline, struct guest_params *p)
@@ -68,6 +110,10 @@ void cmdline_parse(const char *cmdline, struct guest_params *p)
     p->mode_name = "selftest";
     p->has_mem_mib = p->has_cpus = 0;
     p->mem_mib = p->cpus = 0;
+    p->acpi = ACPI_UNKNOWN;
+    p->has_virtio = 0;
+    p->virtio_count = 0;
+    p->virtio_overflow = 0;
     if (!cmdline)
         return;
 

@@ -6,6 +6,14 @@
 
 enum guest_mode { MODE_SELFTEST, MODE_ECHO, MODE_TRIPLEFAULT, MODE_SPIN, MODE_RESET };
 
+/* What testguest.acpi= says the VMM did. */
+enum acpi_expect { ACPI_UNKNOWN, ACPI_ON, ACPI_OFF };
+
+/* Kinds in testguest.virtio=, one per attached virtio-mmio device. */
+enum virtio_kind { VIRTIO_BLK_RW, VIRTIO_BLK_RO, VIRTIO_BLK_WB, VIRTIO_RNG, VIRTIO_UNKNOWN };
+
+#define VIRTIO_MAX_DEVICES 8
+
 struct guest_params {
     enum guest_mode mode;
     const char *mode_name;
@@ -13,6 +21,11 @@ struct guest_params {
     uint64_t mem_mib;
     int has_cpus;    /* 0 when testguest.cpus was not given */
     uint64_t cpus;
+    enum acpi_expect acpi;
+    int has_virtio;  /* 0 when testguest.virtio was not given */
+    unsigned virtio_count;
+    enum virtio_kind virtio[VIRTIO_MAX_DEVICES];
+    int virtio_overflow; /* more entries than VIRTIO_MAX_DEVICES */
 };
 
 /* Parses a NUL-terminated command line; unknown words are ignored. */

@@ -8,6 +8,7 @@
 /* Vectors the guest uses. */
 #define VEC_UART 0x24     /* IOAPIC pin 4 (COM1) */
 #define VEC_WATCHDOG 0x30 /* LAPIC timer bounding interrupt waits */
+#define VEC_VIRTIO_BASE 0x40 /* + device index: IOAPIC pin 5 + index */
 #define VEC_SPURIOUS 0xff /* LAPIC spurious vector: no EOI */
 
 /* Register state saved by isr_common, lowest address first. */

@@ -2,6 +2,7 @@
  * It checks what the 64-bit boot protocol promises, starts the other
  * vCPUs, exercises the serial interrupt path, reports on COM1 and resets
  * the machine.  See README.md for the output protocol. */
+#include "acpi.h"
 #include "apic.h"
 #include "cmdline.h"
 #include "echo.h"
@@ -17,20 +18,39 @@
 #include "smp.h"
 #include "uart.h"
 #include "uart_irq.h"
+#include "virtio.h"
 #include "zeropage.h"
 
 void main(uint64_t zero_page);
 
+/* With ACPI the VMM may leave out the MP table: the MADT then supplies
+ * the CPU list for the smp check. */
+static void check_cpu_tables(const struct guest_params *params, const struct acpi_info *acpi, struct mp_info *mp)
+{
+    if (params->acpi == ACPI_ON && acpi->found) {
+        mptable_read(mp, 0);
+        if (!mp->found) {
+            acpi_cpu_list(acpi, mp);
+            report_skip("mptable", "no MP table with ACPI; the MADT lists %u cpus", mp->cpu_count);
+            return;
+        }
+    }
+    check_mptable(params, mp);
+}
+
 static void run_selftest(const struct guest_params *params)
 {
     struct mp_info mp;
+    struct acpi_info acpi;
     check_boot_protocol();
     check_e820();
     check_memory_size(params);
-    check_mptable(params, &mp);
+    check_acpi(params, &acpi);
+    check_cpu_tables(params, &acpi, &mp);
     check_smp(params, &mp);
     check_uart_irq();
     check_initrd();
+    check_virtio(params);
     report_summary();
     boot_timer_signal();
 }

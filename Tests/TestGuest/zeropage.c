@@ -29,6 +29,11 @@ const char *zeropage_cmdline(void)
     return strnlen(s, CMDLINE_MAX) < CMDLINE_MAX ? s : 0;
 }
 
+uint64_t zeropage_acpi_rsdp(void)
+{
+    return zp ? *(const uint64_t *)(zp + BP_ACPI_RSDP_ADDR) : 0;
+}
+
 unsigned zeropage_e820(const struct e820_entry **table)
 {
     unsigned n = zp_u8(BP_E820_ENTRIES);

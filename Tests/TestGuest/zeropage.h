@@ -9,6 +9,7 @@
 #define CMDLINE_MAX 2048
 
 /* Field offsets in struct boot_params (Documentation/arch/x86/zero-page.rst). */
+#define BP_ACPI_RSDP_ADDR 0x070
 #define BP_EXT_RAMDISK_IMAGE 0x0c0
 #define BP_EXT_RAMDISK_SIZE 0x0c4
 #define BP_EXT_CMD_LINE_PTR 0x0c8
@@ -39,6 +40,9 @@ void zeropage_init(uint64_t rsi);
 /* The command line if its pointer is set and it ends within CMDLINE_MAX
  * bytes; otherwise NULL. */
 const char *zeropage_cmdline(void);
+
+/* acpi_rsdp_addr: where the VMM put the ACPI RSDP, 0 without ACPI. */
+uint64_t zeropage_acpi_rsdp(void);
 
 /* Number of e820 entries (clamped to the table size) and the table. */
 unsigned zeropage_e820(const struct e820_entry **table);

@@ -1,0 +1,117 @@
+/* A small virtio 1.2 driver for the MMIO transport (version 2, section
+ * 4.2) with one split virtqueue per device (section 2.7), completions
+ * taken by interrupt or by polling the used ring. */
+#ifndef TESTGUEST_VIRTIO_H
+#define TESTGUEST_VIRTIO_H
+
+#include <stdint.h>
+#include "cmdline.h"
+
+/* Where the VMM puts device i and which GSI it raises. */
+#define VIRTIO_MMIO_FIRST 0xc0001000ull
+#define VIRTIO_MMIO_STRIDE 0x1000ull
+#define VIRTIO_FIRST_GSI 5
+
+static inline uint64_t virtio_mmio_base(unsigned index) { return VIRTIO_MMIO_FIRST + VIRTIO_MMIO_STRIDE * index; }
+static inline unsigned virtio_gsi(unsigned index) { return VIRTIO_FIRST_GSI + index; }
+
+/* Device ids (section 5). */
+#define VIRTIO_ID_BLOCK 2
+#define VIRTIO_ID_ENTROPY 4
+
+#define VIRTIO_F_VERSION_1 (1ull << 32)
+
+/* Split virtqueue layout (2.7): descriptor table, driver (avail) ring
+ * and device (used) ring, each in guest memory the device reads. */
+#define VQ_SIZE 8
+
+#define VRING_DESC_F_NEXT 1
+#define VRING_DESC_F_WRITE 2 /* the device writes this buffer */
+#define VRING_AVAIL_F_NO_INTERRUPT 1
+
+struct vring_desc {
+    uint64_t addr;
+    uint32_t len;
+    uint16_t flags;
+    uint16_t next;
+};
+
+struct vring_avail {
+    uint16_t flags;
+    uint16_t idx;
+    uint16_t ring[VQ_SIZE];
+    uint16_t used_event;
+};
+
+struct vring_used_elem {
+    uint32_t id;
+    uint32_t len;
+};
+
+struct vring_used {
+    uint16_t flags;
+    uint16_t idx;
+    struct vring_used_elem ring[VQ_SIZE];
+    uint16_t avail_event;
+};
+
+struct virtqueue {
+    struct vring_desc desc[VQ_SIZE] __attribute__((aligned(16)));
+    struct vring_avail avail __attribute__((aligned(2)));
+    struct vring_used used __attribute__((aligned(4)));
+    uint16_t next_avail; /* driver's copy of avail.idx */
+    uint16_t last_used;  /* used.idx already consumed */
+};
+
+/* One buffer of a request: device-readable, or device-writable. */
+struct virtio_buf {
+    void *addr;
+    uint32_t len;
+    int device_writes;
+};
+
+struct virtio_dev {
+    const char *name; /* check name, e.g. "virtio-blk0" */
+    unsigned index;
+    uint64_t base;
+    unsigned gsi;
+    uint8_t vector;
+    uint64_t offered; /* device feature bits */
+    struct virtqueue *vq;
+};
+
+/* Checks magic, version and device id, resets the device, sets
+ * ACKNOWLEDGE and DRIVER and reads the offered features.  Returns 0, or
+ * -1 after a FAIL line. */
+int virtio_begin(struct virtio_dev *d, unsigned index, uint32_t device_id, const char *name);
+
+/* Accepts VERSION_1 plus the wanted bits the device offers, sets
+ * FEATURES_OK and checks that the device kept it; sets up queue 0 and
+ * sets DRIVER_OK.  Returns 0 or -1 after a FAIL line. */
+int virtio_activate(struct virtio_dev *d, uint64_t wanted);
+
+/* Reads a 32-bit field of the device configuration space; 64-bit fields
+ * are two such reads, repeated until ConfigGeneration is stable. */
+uint64_t virtio_config_read64(struct virtio_dev *d, unsigned offset);
+
+/* Routes the device's GSI to its vector on this CPU. */
+void virtio_irq_route(struct virtio_dev *d);
+
+/* Posts one descriptor chain and waits for the device to use it, by
+ * interrupt (use_irq) or by polling.  *used_len gets the length the
+ * device reports.  Returns 0, or -1 after a FAIL line naming what. */
+int virtio_transfer(struct virtio_dev *d, const struct virtio_buf *bufs, unsigned n, int use_irq,
+                    const char *what, uint32_t *used_len);
+
+/* Resets the device so it stops touching guest memory, and masks its
+ * IOAPIC pin. */
+void virtio_end(struct virtio_dev *d);
+
+/* Runs the virtio-blk and virtio-rng checks for testguest.virtio. */
+void check_virtio(const struct guest_params *params);
+
+/* Device checks (virtio_blk.c, virtio_rng.c). */
+void check_virtio_blk(unsigned index, enum virtio_kind kind);
+void check_virtio_rng(unsigned index);
+
+#endif
