@@ -88,6 +88,16 @@ static void parse_virtio(const char *v, uint64_t len, struct guest_params *p)
     }
 }
 
+static void parse_finish(const char *v, uint64_t len, struct guest_params *p)
+{
+    if (word_is(v, len, "reset"))
+        p->finish = FINISH_RESET;
+    else if (word_is(v, len, "poweroff"))
+        p->finish = FINISH_POWEROFF;
+    else if (word_is(v, len, "hold"))
+        p->finish = FINISH_HOLD;
+}
+
 static void parse_word(const char *w, uint64_t len, struct guest_params *p)
 {
     const char *v;
@@ -102,6 +112,8 @@ static void parse_word(const char *w, uint64_t len, struct guest_params *p)
         parse_acpi(v, vlen, p);
     else if ((v = value_of(w, len, "testguest.virtio=", &vlen)))
         parse_virtio(v, vlen, p);
+    else if ((v = value_of(w, len, "testguest.finish=", &vlen)))
+        parse_finish(v, vlen, p);
 }
 
 void cmdline_parse(const char *cmdline, struct guest_params *p)
@@ -114,6 +126,7 @@ void cmdline_parse(const char *cmdline, struct guest_params *p)
     p->has_virtio = 0;
     p->virtio_count = 0;
     p->virtio_overflow = 0;
+    p->finish = FINISH_RESET;
     if (!cmdline)
         return;
 

@@ -14,6 +14,9 @@ enum virtio_kind { VIRTIO_BLK_RW, VIRTIO_BLK_RO, VIRTIO_BLK_WB, VIRTIO_RNG, VIRT
 
 #define VIRTIO_MAX_DEVICES 8
 
+/* What the guest does once its mode has run. */
+enum guest_finish { FINISH_RESET, FINISH_POWEROFF, FINISH_HOLD };
+
 struct guest_params {
     enum guest_mode mode;
     const char *mode_name;
@@ -26,6 +29,7 @@ struct guest_params {
     unsigned virtio_count;
     enum virtio_kind virtio[VIRTIO_MAX_DEVICES];
     int virtio_overflow; /* more entries than VIRTIO_MAX_DEVICES */
+    enum guest_finish finish;
 };
 
 /* Parses a NUL-terminated command line; unknown words are ignored. */

@@ -110,5 +110,17 @@ void main(uint64_t zero_page)
     case MODE_RESET:
         break; /* handled above */
     }
+    switch (params.finish) {
+    case FINISH_POWEROFF:
+        machine_poweroff();
+    case FINISH_HOLD:
+        /* Keeps the machine up after the results, so the host can act on a
+         * running VM (kill it, say) with the guest's writes already issued. */
+        kprintf("HOLDING\n");
+        for (;;)
+            cpu_relax();
+    case FINISH_RESET:
+        break;
+    }
     machine_reset();
 }

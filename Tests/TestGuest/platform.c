@@ -21,3 +21,14 @@ void machine_reset(void)
     halt_forever();
     __builtin_unreachable();
 }
+
+#define ACPI_SLEEP_CONTROL_PORT 0x600 /* swiftvm's FADT SLEEP_CONTROL_REG */
+#define ACPI_SLP_TYP_S5 (5 << 2)
+#define ACPI_SLP_EN 0x20
+
+void machine_poweroff(void)
+{
+    outb(ACPI_SLEEP_CONTROL_PORT, ACPI_SLP_TYP_S5 | ACPI_SLP_EN);
+    halt_forever();
+    __builtin_unreachable();
+}

@@ -12,4 +12,9 @@ void boot_timer_signal(void);
  * with status 0.  Halts for good if the reset never happens. */
 __attribute__((noreturn)) void machine_reset(void);
 
+/* Enters ACPI S5 through the FADT's sleep control register, as Linux's
+ * `poweroff` does on a hardware-reduced machine: SLP_TYP = 5, SLP_EN. The
+ * VMM exits with status 0.  Halts for good if nothing happens. */
+__attribute__((noreturn)) void machine_poweroff(void);
+
 #endif
