@@ -14,9 +14,19 @@ public struct SelfTest: Sendable {
         public var memoryMiB: Int
         public var mode: String
         public var expectedExit: ExpectedExit
+        public var acpi: Bool = true
+        public var drives: [TestDrive] = []
         public var extraCommandLine: String = ""
 
         public enum ExpectedExit: Sendable { case reset, tripleFault }
+    }
+
+    /// A drive the guest reads and writes, made from the pattern the test
+    /// guest expects (see Tests/TestGuest/README.md).
+    public struct TestDrive: Sendable {
+        public enum Kind: String, Sendable { case rw, ro, wb }
+        public var kind: Kind
+        public var engine: DriveConfig.IOEngine = .sync
     }
 
     /// One line of the report.
@@ -36,8 +46,13 @@ public struct SelfTest: Sendable {
 
     public static let scenarios: [Scenario] = [
         Scenario(name: "1 vCPU, 128 MiB", vcpus: 1, memoryMiB: 128, mode: "selftest", expectedExit: .reset),
-        Scenario(name: "4 vCPUs, 1 GiB", vcpus: 4, memoryMiB: 1024, mode: "selftest", expectedExit: .reset),
+        Scenario(
+            name: "4 vCPUs, 1 GiB, drives", vcpus: 4, memoryMiB: 1024, mode: "selftest", expectedExit: .reset,
+            drives: [TestDrive(kind: .rw), TestDrive(kind: .ro), TestDrive(kind: .wb)]),
         Scenario(name: "2 vCPUs, 4 GiB", vcpus: 2, memoryMiB: 4096, mode: "selftest", expectedExit: .reset),
+        Scenario(
+            name: "no ACPI, 2 vCPUs, drive", vcpus: 2, memoryMiB: 256, mode: "selftest", expectedExit: .reset,
+            acpi: false, drives: [TestDrive(kind: .rw)]),
         Scenario(name: "triple fault", vcpus: 1, memoryMiB: 128, mode: "triplefault", expectedExit: .tripleFault),
     ]
 
@@ -51,10 +66,12 @@ public struct SelfTest: Sendable {
         self.kvmPath = kvmPath
     }
 
-    /// The command line the guest gets for `scenario`.
+    /// The command line the guest gets for `scenario` (swiftvm may append `root=` and stanzas).
     public static func commandLine(for scenario: Scenario) -> String {
+        let virtio = scenario.drives.map(\.kind.rawValue) + ["rng"]
         var line = "console=ttyS0 reboot=k panic=1 testguest.mode=\(scenario.mode) "
-            + "testguest.mem_mib=\(scenario.memoryMiB) testguest.cpus=\(scenario.vcpus)"
+            + "testguest.mem_mib=\(scenario.memoryMiB) testguest.cpus=\(scenario.vcpus) "
+            + "testguest.acpi=\(scenario.acpi ? 1 : 0) testguest.virtio=\(virtio.joined(separator: ","))"
         if !scenario.extraCommandLine.isEmpty { line += " " + scenario.extraCommandLine }
         return line
     }
@@ -67,6 +84,14 @@ public struct SelfTest: Sendable {
             kernelPath: guestPath, commandLine: commandLine, vcpuCount: scenario.vcpus,
             memoryMiB: scenario.memoryMiB, serialOutput: .sink(console), serialInput: false)
         config.kvmPath = kvmPath
+        config.acpi = scenario.acpi
+        config.preflight = false
+        let images: TestImages
+        do { images = try TestImages(scenario.drives) } catch {
+            return [Check(name: scenario.name, passed: false, detail: "cannot create drive images: \(error)")]
+        }
+        defer { images.remove() }
+        config.drives = images.drives
         let vm: MicroVM
         do { vm = try MicroVM(config: config) } catch {
             return [Check(name: scenario.name, passed: false, detail: "cannot build the VM: \(error)")]
@@ -77,7 +102,9 @@ public struct SelfTest: Sendable {
         }
         let reason = vm.run()
         watchdog.cancel()
-        return SelfTest.evaluate(scenario, reason: reason, console: console.lines, commandLine: commandLine)
+        var checks = SelfTest.evaluate(scenario, reason: reason, console: console.lines, commandLine: config.guestCommandLine)
+        if !scenario.drives.isEmpty { checks.append(images.verify(scenario.name)) }
+        return checks
     }
 
     /// Judges a finished run from its exit reason and console output.
@@ -96,6 +123,7 @@ public struct SelfTest: Sendable {
             break
         }
         if let echoed = console.first(where: { $0.hasPrefix("CMDLINE ") }) {
+            // The guest must see the command line byte for byte.
             let seen = String(echoed.dropFirst("CMDLINE ".count))
             checks.append(Check(
                 name: "\(name): command line", passed: seen == commandLine,
