@@ -41,6 +41,7 @@ static void parse_mode(const char *v, uint64_t len, struct guest_params *p)
         { "triplefault", MODE_TRIPLEFAULT },
         { "spin", MODE_SPIN },
         { "reset", MODE_RESET },
+        { "blkbench", MODE_BLKBENCH },
     };
     for (unsigned i = 0; i < sizeof modes / sizeof modes[0]; i++) {
         if (word_is(v, len, modes[i].name)) {
@@ -98,6 +99,19 @@ static void parse_finish(const char *v, uint64_t len, struct guest_params *p)
         p->finish = FINISH_HOLD;
 }
 
+static void parse_bench(const char *v, uint64_t len, struct guest_params *p)
+{
+    static const struct { const char *name; enum bench_kind kind; } kinds[] = {
+        { "seqread", BENCH_SEQREAD },
+        { "randread", BENCH_RANDREAD },
+        { "seqwrite", BENCH_SEQWRITE },
+        { "randwrite", BENCH_RANDWRITE },
+    };
+    for (unsigned i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
+        if (word_is(v, len, kinds[i].name))
+            p->bench = kinds[i].kind;
+}
+
 static void parse_word(const char *w, uint64_t len, struct guest_params *p)
 {
     const char *v;
@@ -114,6 +128,10 @@ static void parse_word(const char *w, uint64_t len, struct guest_params *p)
         parse_virtio(v, vlen, p);
     else if ((v = value_of(w, len, "testguest.finish=", &vlen)))
         parse_finish(v, vlen, p);
+    else if ((v = value_of(w, len, "testguest.bench=", &vlen)))
+        parse_bench(v, vlen, p);
+    else if ((v = value_of(w, len, "testguest.bench_mib=", &vlen)))
+        parse_u64(v, vlen, &p->bench_mib);
 }
 
 void cmdline_parse(const char *cmdline, struct guest_params *p)
@@ -127,6 +145,8 @@ void cmdline_parse(const char *cmdline, struct guest_params *p)
     p->virtio_count = 0;
     p->virtio_overflow = 0;
     p->finish = FINISH_RESET;
+    p->bench = BENCH_SEQREAD;
+    p->bench_mib = 8;
     if (!cmdline)
         return;
 

@@ -4,7 +4,10 @@
 
 #include <stdint.h>
 
-enum guest_mode { MODE_SELFTEST, MODE_ECHO, MODE_TRIPLEFAULT, MODE_SPIN, MODE_RESET };
+enum guest_mode { MODE_SELFTEST, MODE_ECHO, MODE_TRIPLEFAULT, MODE_SPIN, MODE_RESET, MODE_BLKBENCH };
+
+/* The block workload of blkbench mode. */
+enum bench_kind { BENCH_SEQREAD, BENCH_RANDREAD, BENCH_SEQWRITE, BENCH_RANDWRITE };
 
 /* What testguest.acpi= says the VMM did. */
 enum acpi_expect { ACPI_UNKNOWN, ACPI_ON, ACPI_OFF };
@@ -30,6 +33,8 @@ struct guest_params {
     enum virtio_kind virtio[VIRTIO_MAX_DEVICES];
     int virtio_overflow; /* more entries than VIRTIO_MAX_DEVICES */
     enum guest_finish finish;
+    enum bench_kind bench;
+    uint64_t bench_mib; /* bytes the workload moves, in MiB */
 };
 
 /* Parses a NUL-terminated command line; unknown words are ignored. */

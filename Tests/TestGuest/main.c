@@ -6,6 +6,7 @@
 #include "apic.h"
 #include "cmdline.h"
 #include "echo.h"
+#include "blkbench.h"
 #include "idt.h"
 #include "initrd.h"
 #include "io.h"
@@ -106,6 +107,9 @@ void main(uint64_t zero_page)
         break;
     case MODE_SELFTEST:
         run_selftest(&params);
+        break;
+    case MODE_BLKBENCH:
+        run_blkbench(&params);
         break;
     case MODE_RESET:
         break; /* handled above */
