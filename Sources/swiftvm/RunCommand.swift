@@ -109,6 +109,10 @@ struct RunCommand: ParsableCommand {
             Log.info("console attached; Ctrl-A x stops the VM")
         }
         let reason = vm.run()
+        // A clean exit with an empty console is a guest that chose to be quiet.
+        if let diagnosis = vm.bootDiagnosis, !(reason.isClean && vm.machineWasSilent) {
+            Log.warning(diagnosis)
+        }
         if case .userQuit = reason {
             Log.info(reason.description)
         } else if reason.isClean {

@@ -77,6 +77,17 @@ struct BootTests {
         #expect(outcome.stdoutLines.contains("ECHO hello swiftvm"), "stdout: \(outcome.stdout)")
     }
 
+    @Test("a kernel panic on the console is explained when the run ends")
+    func panicDiagnosis() throws {
+        // The echo guest repeats the line, so the console shows a real panic line.
+        let outcome = try SwiftVMProcess.run(
+            ["run", "--kernel", try Self.guest(), "--cmdline", Self.commandLine(mode: "echo", memory: 128, vcpus: 1)],
+            input: "Kernel panic - not syncing: No working init found.\n", waitFor: "READY")
+        #expect(outcome.status == 0)
+        #expect(outcome.stderr.contains("the guest console showed \"Kernel panic - not syncing: No working init found\""))
+        #expect(outcome.stderr.contains("/sbin/init"))
+    }
+
     @Test("SIGTERM stops a running guest with status 143 and says why")
     func terminate() throws {
         let outcome = try SwiftVMProcess.run(

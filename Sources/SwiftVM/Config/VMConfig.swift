@@ -35,6 +35,9 @@ public struct VMConfig: Sendable {
     /// Check the kernel and root drive for problems that would make the boot
     /// fail silently, before the guest runs.
     public var preflight: Bool = true
+    /// Warn once when the guest has printed nothing on its console after this
+    /// many seconds (nil: never).
+    public var consoleSilenceWarningSeconds: Int? = 20
 
     public enum SerialOutput: Sendable {
         case standardOutput

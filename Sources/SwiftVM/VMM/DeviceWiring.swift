@@ -15,6 +15,8 @@ struct DeviceWiring: @unchecked Sendable {
     let serialInputResume: EventFD
     /// Keeps a serial output file open.
     private(set) var serialFile: FileDescriptor?
+    /// Watches the serial console for the signatures of a failed boot.
+    private(set) var console: ConsoleWatcher?
     /// The virtio devices, each with the ioeventfd KVM signals on a queue notify.
     private(set) var virtio: [VirtioEndpoint] = []
 
@@ -40,9 +42,11 @@ struct DeviceWiring: @unchecked Sendable {
     /// COM1, the i8042, the boot timer and, with ACPI, the sleep registers.
     mutating func attachLegacyDevices(_ config: VMConfig, latch: ExitLatch) throws(VMMError) {
         let resume = serialInputResume
+        let console = ConsoleWatcher(forwardingTo: try serialSink(config.serialOutput))
+        self.console = console
         let serial = Serial8250(
             interrupt: try interruptLine(gsi: X86Layout.com1IRQ),
-            output: try serialSink(config.serialOutput),
+            output: console,
             inputSpaceAvailable: { resume.signal() })
         let i8042 = I8042(interrupt: try interruptLine(gsi: X86Layout.i8042IRQ), onReset: { latch.finish(.reset) })
         let bootTimer = BootTimer(onBoot: { _ in BootClock.report() })

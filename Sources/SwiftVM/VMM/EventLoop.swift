@@ -30,10 +30,13 @@ final class EventLoop: @unchecked Sendable {
     /// Tokens from here up name virtio devices by index.
     private static let firstVirtioToken: UInt64 = 16
     private let virtio: [VirtioEndpoint]
+    /// Called once if the loop has waited this long with `quiet()` still true.
+    private let silence: (milliseconds: Int32, quiet: @Sendable () -> Bool, report: @Sendable () -> Void)?
 
     init(
         latch: ExitLatch, signals: FileDescriptor, serial: Serial8250?, inputResume: EventFD, input: Int32?,
-        escapes: Bool, virtio: [VirtioEndpoint]
+        escapes: Bool, virtio: [VirtioEndpoint],
+        silence: (milliseconds: Int32, quiet: @Sendable () -> Bool, report: @Sendable () -> Void)? = nil
     ) throws(SystemError) {
         self.epoll = try Epoll()
         self.latch = latch
@@ -44,6 +47,7 @@ final class EventLoop: @unchecked Sendable {
         self.input = input
         self.escapes = escapes
         self.virtio = virtio
+        self.silence = silence
         for (index, endpoint) in virtio.enumerated() {
             try epoll.add(endpoint.notify.rawValue, token: EventLoop.firstVirtioToken + UInt64(index))
         }
@@ -66,11 +70,18 @@ final class EventLoop: @unchecked Sendable {
     /// Runs until `requestStop`.
     func run() {
         if inputIsFile { readInput(hangup: false) }
+        var silenceDeadline = silence.map { Self.now() + Int64($0.milliseconds) }
         while true {
             let events: [Epoll.Event]
-            do { events = try epoll.wait() } catch {
+            var timeout: Int32 = -1
+            if let deadline = silenceDeadline { timeout = Int32(max(0, deadline - Self.now())) }
+            do { events = try epoll.wait(timeoutMilliseconds: timeout) } catch {
                 latch.finish(.vmmError("event loop: \(error)"))
                 return
+            }
+            if let deadline = silenceDeadline, Self.now() >= deadline {
+                silenceDeadline = nil
+                if let silence, silence.quiet() { silence.report() }
             }
             for event in events {
                 if event.token >= EventLoop.firstVirtioToken {
@@ -93,6 +104,13 @@ final class EventLoop: @unchecked Sendable {
                 }
             }
         }
+    }
+
+    /// Milliseconds on the monotonic clock.
+    private static func now() -> Int64 {
+        var time = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &time)
+        return Int64(time.tv_sec) * 1000 + Int64(time.tv_nsec) / 1_000_000
     }
 
     private func readInput(hangup: Bool) {

@@ -62,6 +62,16 @@ final class Machine: @unchecked Sendable {
         return (kvm, vm)
     }
 
+    /// A warning, while the guest runs, when its console stays empty.
+    private func silenceWatch(_ config: VMConfig) -> (milliseconds: Int32, quiet: @Sendable () -> Bool, report: @Sendable () -> Void)? {
+        guard let console = devices.console, let seconds = config.consoleSilenceWarningSeconds, seconds > 0 else { return nil }
+        let commandLine = config.guestCommandLine
+        return (
+            milliseconds: Int32(seconds * 1000),
+            quiet: { console.bytesSeen == 0 },
+            report: { Log.warning("after \(seconds) s: " + ConsoleWatcher.silenceExplanation(commandLine: commandLine)) })
+    }
+
     /// Runs the vCPU threads and the event loop until the latch fires.
     func run(config: VMConfig) -> VMExitReason {
         Signals.installVCPUKickHandler()
@@ -81,7 +91,8 @@ final class Machine: @unchecked Sendable {
         do {
             loop = try EventLoop(
                 latch: latch, signals: signals, serial: devices.serial, inputResume: devices.serialInputResume,
-                input: config.serialInput ? 0 : nil, escapes: interactive, virtio: devices.virtio)
+                input: config.serialInput ? 0 : nil, escapes: interactive, virtio: devices.virtio,
+                silence: silenceWatch(config))
         } catch { return .vmmError("creating the event loop: \(error)") }
 
         var threads: [HostThread] = []

@@ -27,6 +27,16 @@ public final class MicroVM: Sendable {
         machine.run(config: config)
     }
 
+    /// After `run()`: what the console showed that explains a failed boot (a
+    /// kernel panic, no init, no root file system, or no output at all), with
+    /// the likely cause and fix; nil when there is nothing to explain.
+    public var bootDiagnosis: String? {
+        machine.devices.console?.summary(commandLine: config.guestCommandLine)
+    }
+
+    /// After `run()`: true when the guest wrote nothing at all on its console.
+    public var machineWasSilent: Bool { (machine.devices.console?.bytesSeen ?? 0) == 0 }
+
     /// Stops a running VM from another thread; `run()` then returns `.stopped(reason)`.
     public func stop(reason: String) {
         machine.latch.finish(.stopped(reason))
