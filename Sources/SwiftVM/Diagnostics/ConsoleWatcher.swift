@@ -82,13 +82,15 @@ public final class ConsoleWatcher: ByteSink {
         return nil
     }
 
-    /// The explanation to print when the run ends, or nil when there is nothing to say.
-    public func summary(commandLine: String) -> String? {
+    /// The explanation to print when the run ends, or nil when there is
+    /// nothing to say. Silence is only explained when `silentLongEnough`: a
+    /// run stopped after a second says nothing about the console.
+    public func summary(commandLine: String, silentLongEnough: Bool = true) -> String? {
         let (seen, findings) = state.withLock { ($0.bytesSeen, $0.findings) }
         if let finding = findings.first {
             return "the guest console showed \"\(finding.signature)\": \(finding.explanation)"
         }
-        if seen == 0 {
+        if seen == 0 && silentLongEnough {
             return ConsoleWatcher.silenceExplanation(commandLine: commandLine)
         }
         return nil

@@ -12,6 +12,8 @@ final class Machine: @unchecked Sendable {
     let vcpus: [VCPU]
     let devices: DeviceWiring
     let latch: ExitLatch
+    /// How long the last `run` lasted, for diagnosis.
+    private(set) var runSeconds: Double = 0
 
     private init(kvm: KVM, vm: VirtualMachine, memory: GuestMemory, vcpus: [VCPU], devices: DeviceWiring, latch: ExitLatch) {
         self.kvm = kvm
@@ -29,6 +31,7 @@ final class Machine: @unchecked Sendable {
         // Inputs first: a wrong file is reported even on a host without KVM,
         // and guest RAM is filled before KVM is opened.
         let (memory, kernel) = try loadGuest(config)
+        try preflightCommandLine(config)
         let backends = try openDrives(config)
 
         let latch: ExitLatch
@@ -74,6 +77,11 @@ final class Machine: @unchecked Sendable {
 
     /// Runs the vCPU threads and the event loop until the latch fires.
     func run(config: VMConfig) -> VMExitReason {
+        let started = ContinuousClock.now
+        defer {
+            let elapsed = ContinuousClock.now - started
+            runSeconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        }
         Signals.installVCPUKickHandler()
         let signals: FileDescriptor
         do { signals = try Signals.blockTerminationSignals() } catch {

@@ -31,7 +31,9 @@ public final class MicroVM: Sendable {
     /// kernel panic, no init, no root file system, or no output at all), with
     /// the likely cause and fix; nil when there is nothing to explain.
     public var bootDiagnosis: String? {
-        machine.devices.console?.summary(commandLine: config.guestCommandLine)
+        let threshold = Double(config.consoleSilenceWarningSeconds ?? Int.max)
+        return machine.devices.console?.summary(
+            commandLine: config.guestCommandLine, silentLongEnough: machine.runSeconds >= threshold)
     }
 
     /// After `run()`: true when the guest wrote nothing at all on its console.

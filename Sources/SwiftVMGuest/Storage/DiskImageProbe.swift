@@ -69,6 +69,11 @@ public struct DiskImageFinding: Equatable, Sendable, CustomStringConvertible {
     public var severity: Severity
     public var message: String
 
+    public init(severity: Severity, message: String) {
+        self.severity = severity
+        self.message = message
+    }
+
     public var description: String { message }
 }
 
