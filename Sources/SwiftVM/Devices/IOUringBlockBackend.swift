@@ -27,7 +27,7 @@ final class IOUringBlockBackend: BlockBackend, @unchecked Sendable {
     /// Submission slots per ring: one request is in flight at a time.
     static let ringEntries: UInt32 = 16
 
-    private let file: FileBlockBackend
+    let file: FileBlockBackend
     private let ring: IOUring
     private let serial = Mutex(())
 
