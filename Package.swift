@@ -18,7 +18,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
     ],
     targets: [
-        .target(name: "CSwiftVM", cSettings: [.define("_GNU_SOURCE")]),
+        .target(name: "CSwiftVM", cSettings: [.define("_GNU_SOURCE")], linkerSettings: [.linkedLibrary("uring")]),
         .target(name: "SwiftVMGuest"),
         .target(name: "SwiftVMHost", dependencies: ["CSwiftVM", "SwiftVMGuest"]),
         .target(name: "SwiftVMDevices", dependencies: ["SwiftVMGuest"]),

@@ -14,6 +14,8 @@
 #include <pthread.h>
 #include <termios.h>
 
+#include "CSwiftVMURing.h"
+
 // ioctls on /dev/kvm
 extern const unsigned long SVM_KVM_GET_API_VERSION;
 extern const unsigned long SVM_KVM_CREATE_VM;
