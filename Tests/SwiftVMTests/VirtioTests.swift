@@ -46,9 +46,11 @@ struct VirtioTests {
         return (outcome, rw, ro, wb)
     }
 
-    @Test("block (read-write, read-only, write-back) and rng work through ACPI and through --no-acpi", arguments: [true, false])
-    func devices(acpi: Bool) throws {
-        let (outcome, rw, ro, wb) = try Self.run(acpi: acpi)
+    @Test("block (read-write, read-only, write-back) and rng work through ACPI and --no-acpi, with both io engines", arguments: [
+        (true, "sync"), (false, "sync"), (true, "async"), (false, "async"),
+    ])
+    func devices(acpi: Bool, engine: String) throws {
+        let (outcome, rw, ro, wb) = try Self.run(acpi: acpi, engine: engine)
         defer { for path in [rw, ro, wb] { unlink(path) } }
         let lines = outcome.stdoutLines
         #expect(outcome.status == 0, "stderr: \(outcome.stderr)")
@@ -64,9 +66,9 @@ struct VirtioTests {
         #expect(try Self.contents(ro) == Self.pattern())
     }
 
-    @Test("a write-back drive keeps the guest's flushed writes when swiftvm is killed with SIGKILL")
-    func flushSurvivesKill() throws {
-        let (outcome, rw, ro, wb) = try Self.run(acpi: true, finish: "hold", waitFor: "HOLDING", signal: SIGKILL)
+    @Test("a write-back drive keeps the guest's flushed writes when swiftvm is killed with SIGKILL", arguments: ["sync", "async"])
+    func flushSurvivesKill(engine: String) throws {
+        let (outcome, rw, ro, wb) = try Self.run(acpi: true, engine: engine, finish: "hold", waitFor: "HOLDING", signal: SIGKILL)
         defer { for path in [rw, ro, wb] { unlink(path) } }
         #expect(outcome.status == SIGKILL || outcome.status == 128 + SIGKILL, "status \(outcome.status)")
         #expect(outcome.stdout.contains("read+write+flush ok"))

@@ -49,7 +49,9 @@ public struct SelfTest: Sendable {
         Scenario(
             name: "4 vCPUs, 1 GiB, drives", vcpus: 4, memoryMiB: 1024, mode: "selftest", expectedExit: .reset,
             drives: [TestDrive(kind: .rw), TestDrive(kind: .ro), TestDrive(kind: .wb)]),
-        Scenario(name: "2 vCPUs, 4 GiB", vcpus: 2, memoryMiB: 4096, mode: "selftest", expectedExit: .reset),
+        Scenario(
+            name: "2 vCPUs, 4 GiB, io_uring drives", vcpus: 2, memoryMiB: 4096, mode: "selftest", expectedExit: .reset,
+            drives: [TestDrive(kind: .rw, engine: .async), TestDrive(kind: .ro, engine: .async), TestDrive(kind: .wb, engine: .async)]),
         Scenario(
             name: "no ACPI, 2 vCPUs, drive", vcpus: 2, memoryMiB: 256, mode: "selftest", expectedExit: .reset,
             acpi: false, drives: [TestDrive(kind: .rw)]),
