@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Start-up benchmark: exec to exit of the smallest guest (the test guest's
-# reset mode: it writes the boot-timer byte and resets through the i8042),
-# 1 vCPU, 128 MiB. Prints figures; asserts nothing.
+# Start-up benchmark: exec to exit of the smallest guest
+# (Tests/TestGuest/minimal.S: it maps the boot-timer page, writes the
+# boot-complete byte and resets through the i8042), 1 vCPU, 128 MiB.
+# Prints figures; asserts nothing.
 #
 #   scripts/bench-startup.sh [RUNS]        (default 50)
 #
@@ -19,8 +20,8 @@ runs=${1:-50}
 swift build -c release --static-swift-stdlib --product swiftvm >/dev/null
 bin=$(swift build -c release --static-swift-stdlib --show-bin-path)
 make -s -C Tests/TestGuest
-guest=Tests/TestGuest/build/swiftvm-testguest
-args=(run --kernel "$guest" --vcpus 1 --memory 128 --cmdline "testguest.mode=reset" --no-console-input --log-level debug)
+guest=Tests/TestGuest/build/swiftvm-minimal
+args=(run --kernel "$guest" --vcpus 1 --memory 128 --no-rng --no-console-input --log-level debug)
 
 # One warm-up run so page cache and KVM module state do not count.
 "$bin/swiftvm" "${args[@]}" </dev/null >/dev/null 2>&1

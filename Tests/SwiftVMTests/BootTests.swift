@@ -55,6 +55,15 @@ struct BootTests {
         #expect(outcome.stdoutLines.contains("RESULT 7 passed, 0 failed"))
     }
 
+    @Test("the minimal guest of the start-up benchmark boots and resets")
+    func minimalGuest() throws {
+        _ = try Self.guest()  // builds both guests
+        let minimal = SwiftVMProcess.packageRoot.appendingPathComponent("Tests/TestGuest/build/swiftvm-minimal").path
+        let outcome = try SwiftVMProcess.run(["run", "--kernel", minimal, "--no-rng", "--no-console-input"])
+        #expect(outcome.status == 0, "stderr: \(outcome.stderr)")
+        #expect(outcome.stderr.contains("Guest-boot-time = "))
+    }
+
     @Test("a triple fault ends the run with status 80 and a report naming RIP and the instruction")
     func tripleFault() throws {
         let outcome = try SwiftVMProcess.run([
