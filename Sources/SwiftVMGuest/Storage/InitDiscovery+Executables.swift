@@ -86,7 +86,8 @@ extension InitDiscovery {
             let machine = bigEndian ? rawMachine.byteSwapped : rawMachine
             let bits = elfClass == 1 ? "32-bit" : elfClass == 2 ? "64-bit" : "invalid-class"
             let name = Self.machineName(machine)
-            let article = name.first.map { "AEIOUaeiou".contains($0) } == true ? "an" : "a"
+            // Said as letters: "an x86-64", "an AArch64", "an ARM", "an i386".
+            let article = name.first.map { "AEIOUaeioux".contains($0) } == true ? "an" : "a"
             let what = "\(article) \(name) ELF (\(bits)\(bigEndian ? ", big-endian" : ""))"
             guard machine == arch.elfMachine, elfClass == 2, !bigEndian else {
                 return .failure(
