@@ -11,6 +11,11 @@ extension Ext4Reader {
         public var path: String
         /// What the link says.
         public var target: String
+
+        public init(path: String, target: String) {
+            self.path = path
+            self.target = target
+        }
     }
 
     /// Where a path leads.
