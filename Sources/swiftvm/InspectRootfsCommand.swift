@@ -104,7 +104,9 @@ struct InspectRootfsCommand: ParsableCommand {
             case (true, .missing): state = "missing"
             case (true, .fails): state = "fails"
             }
-            print("  \(name) \(state): \(candidate.detail)")
+            // A missing path needs no detail beyond its state.
+            let detail = state == "missing" && candidate.detail == "missing" ? "" : ": " + candidate.detail
+            print("  \(name) \(state)\(detail)")
             if candidate.tried, case .fails(let errno) = candidate.outcome, candidate.role == .fallback {
                 print("  \("".padding(to: width)) the kernel logs: Starting init: \(candidate.path) exists but couldn't execute it (error -\(errno))")
             }

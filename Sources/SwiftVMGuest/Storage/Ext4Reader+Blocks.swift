@@ -19,6 +19,12 @@ extension Ext4Reader {
             return Array(inode.blockField.prefix(length))
         }
         if length == 0 { return [] }
+        // A damaged size must not turn into an allocation larger than the file system.
+        guard UInt64(length) <= superblock.fileSystemSize else {
+            throw Ext4Error(
+                .corrupt,
+                "inode \(inode.number) claims \(inode.size) bytes, more than the \(superblock.fileSystemSize)-byte file system holds")
+        }
         let blockSize = Int(superblock.blockSize)
         let blockCount = (length + blockSize - 1) / blockSize
         let map = try physicalBlocks(of: inode, count: blockCount)

@@ -57,8 +57,9 @@ public struct Ext4Reader {
         if superblock.hasIncompat(Ext4Superblock.Incompat.compression) || superblock.hasIncompat(Ext4Superblock.Incompat.directoryData) {
             throw Ext4Error(.unsupported, "the file system uses compression or dirdata, which Linux's ext4 driver does not mount")
         }
-        let groups = (superblock.blockCount - UInt64(superblock.firstDataBlock) + UInt64(superblock.blocksPerGroup) - 1)
-            / UInt64(superblock.blocksPerGroup)
+        let groupedBlocks = superblock.blockCount - UInt64(superblock.firstDataBlock)
+        let blocksPerGroup = UInt64(superblock.blocksPerGroup)
+        let groups = groupedBlocks / blocksPerGroup + (groupedBlocks % blocksPerGroup == 0 ? 0 : 1)
         let inodesInGroups = groups.multipliedReportingOverflow(by: UInt64(superblock.inodesPerGroup))
         guard !inodesInGroups.overflow, UInt64(superblock.inodeCount) <= inodesInGroups.partialValue else {
             throw corrupt("\(superblock.inodeCount) inodes do not fit \(groups) groups of \(superblock.inodesPerGroup)")

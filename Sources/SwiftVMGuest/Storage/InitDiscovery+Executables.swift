@@ -129,7 +129,7 @@ extension InitDiscovery {
                 guard table.loadLittleEndian(UInt32.self, at: at) == 3 else { continue }  // PT_INTERP
                 let start = table.loadLittleEndian(UInt64.self, at: at + 8) ?? 0
                 let size = table.loadLittleEndian(UInt64.self, at: at + 32) ?? 0
-                guard size >= 2, size <= 4096, start <= inode.size, inode.size - start >= size else {
+                guard size >= 2, size <= 4096, start <= 16 << 20, start <= inode.size, inode.size - start >= size else {
                     throw Ext4Error(.corrupt, "a PT_INTERP of \(size) bytes at offset \(start)")
                 }
                 let bytes = try reader.read(inode, maxBytes: Int(start + size))

@@ -170,6 +170,21 @@ struct Ext4DamageTests {
         }
     }
 
+    @Test("a file size larger than the file system is reported, not allocated")
+    func hugeSize() throws {
+        var bytes = try Self.image()
+        let blockSize = Int(try Ext4Reader(InMemoryImage(bytes)).superblock.blockSize)
+        let (block, offset) = try Ext4Fixture.inodeLocation(of: "/bin/busybox", in: bytes)
+        let sizeHigh = block * blockSize + offset + 0x6c  // i_size_high
+        bytes.replaceSubrange(sizeHigh..<sizeHigh + 4, with: [0xff, 0xff, 0xff, 0x7f])
+        let reader = try Ext4Reader(InMemoryImage(bytes))
+        let busybox = try #require(try reader.lookup("/bin/busybox"))
+        let error = Self.error { _ = try reader.read(busybox, maxBytes: Int.max) }
+        #expect(error?.kind == .corrupt)
+        #expect(error?.message.contains("more than the") == true, "\(String(describing: error))")
+        #expect(try reader.read(busybox, maxBytes: 4)  == [0x7f, 0x45, 0x4c, 0x46])
+    }
+
     @Test("a group descriptor pointing outside the file system is reported", arguments: ["ext4", "ext2"])
     func groupDescriptor(type: String) throws {
         var bytes = try Self.image(type: type)
