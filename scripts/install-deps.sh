@@ -4,7 +4,7 @@
 #   scripts/install-deps.sh --kernel   also what building a guest kernel needs
 set -euo pipefail
 
-packages=(gcc make binutils e2fsprogs acpica-tools device-tree-compiler liburing-dev)
+packages=(gcc make binutils e2fsprogs busybox-static acpica-tools device-tree-compiler liburing-dev)
 if [[ "${1:-}" == "--kernel" ]]; then
   packages+=(linux-source-6.1 flex bison bc libelf-dev libssl-dev xz-utils)
 fi

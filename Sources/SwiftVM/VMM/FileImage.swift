@@ -2,13 +2,13 @@ import Glibc
 import SwiftVMHost
 
 /// An image file read with pread, so loaders copy straight into guest RAM.
-struct FileImage: ImageSource {
-    let path: String
+public struct FileImage: ImageSource {
+    public let path: String
     let fd: FileDescriptor
-    let size: UInt64
+    public let size: UInt64
 
     /// Opens `path` for reading; `role` ("kernel", "initrd") names it in errors.
-    init(path: String, role: String) throws(VMMError) {
+    public init(path: String, role: String) throws(VMMError) {
         self.path = path
         do {
             fd = try FileDescriptor.open(path, flags: O_RDONLY)
@@ -25,7 +25,7 @@ struct FileImage: ImageSource {
         }
     }
 
-    func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(ImageReadError) {
+    public func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(ImageReadError) {
         let got: Int
         do { got = try fd.pread(into: buffer, at: offset) } catch {
             throw ImageReadError(offset: offset, length: buffer.count, reason: String(cString: strerror(error.errno)))

@@ -33,6 +33,20 @@ public struct Ext4Superblock: Equatable, Sendable {
     public var featureIncompat: UInt32
     public var featureROCompat: UInt32
     public var volumeName: String
+    /// `s_inodes_count`.
+    public var inodeCount: UInt32
+    /// `s_first_data_block`: 1 on 1 KiB-block file systems, else 0.
+    public var firstDataBlock: UInt32
+    /// `s_blocks_per_group`.
+    public var blocksPerGroup: UInt32
+    /// `s_inodes_per_group`.
+    public var inodesPerGroup: UInt32
+    /// Bytes per block group descriptor: `s_desc_size` with INCOMPAT_64BIT, else 32.
+    public var descriptorSize: UInt16
+    /// `s_first_meta_bg`: where META_BG descriptor placement starts.
+    public var firstMetaBlockGroup: UInt32
+    /// `s_backup_bgs`: the two groups holding superblock copies under COMPAT_SPARSE_SUPER2.
+    public var backupBlockGroups: [UInt32]
 
     /// Bytes the file system says it spans.
     public var fileSystemSize: UInt64 { blockCount &* blockSize }
@@ -60,6 +74,13 @@ public struct Ext4Superblock: Equatable, Sendable {
         blockCount = count
         let name = bytes[0x78..<0x88].prefix { $0 != 0 }
         volumeName = String(decoding: name, as: UTF8.self)
+        inodeCount = bytes.loadLittleEndian(UInt32.self, at: 0x00) ?? 0
+        firstDataBlock = bytes.loadLittleEndian(UInt32.self, at: 0x14) ?? 0
+        blocksPerGroup = bytes.loadLittleEndian(UInt32.self, at: 0x20) ?? 0
+        inodesPerGroup = bytes.loadLittleEndian(UInt32.self, at: 0x28) ?? 0
+        descriptorSize = featureIncompat & 0x80 != 0 ? (bytes.loadLittleEndian(UInt16.self, at: 0xfe) ?? 0) : 32
+        firstMetaBlockGroup = bytes.loadLittleEndian(UInt32.self, at: 0x104) ?? 0
+        backupBlockGroups = [0x24c, 0x250].map { bytes.loadLittleEndian(UInt32.self, at: $0) ?? 0 }
     }
 }
 
