@@ -3,7 +3,7 @@
 # booted with swiftvm. Prints one PASS/FAIL line per check and what it could
 # not check, and exits non-zero if a check failed.
 #
-#   scripts/boot-smoke.sh [--swiftvm PATH] [--timeout SECONDS]
+#   scripts/boot-smoke.sh [--swiftvm PATH] [--kernel VMLINUX] [--timeout SECONDS]
 #
 # On a host with hardware virtualization (vmx/svm, kvm_intel or kvm_amd) the
 # guest boots to its init, which writes the boot-timer byte, prints
@@ -16,12 +16,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 swiftvm=""
+kernel=""
 timeout=600
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --swiftvm) swiftvm=$2; shift 2 ;;
+    --kernel) kernel=$2; shift 2 ;;
     --timeout) timeout=$2; shift 2 ;;
-    -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "boot-smoke: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -30,7 +32,7 @@ if [[ -z "$swiftvm" ]]; then
   swiftvm="$(swift build --show-bin-path)/swiftvm"
 fi
 
-kernel=$(scripts/build-kernel.sh | tail -n1)
+[[ -n "$kernel" ]] || kernel=$(scripts/build-kernel.sh | tail -n1)
 cache=${SWIFTVM_CACHE:-$HOME/.cache/swiftvm}
 rootfs=$(scripts/build-rootfs.sh --output "$cache/rootfs/smoke.ext4" \
   --test-command 'echo smoke-test: $(uname -sr) on $(nproc) cpus' | tail -n1)

@@ -55,6 +55,28 @@ struct RealKernelTests {
         }
     }
 
+    @Test("boot smoke: a GuestConfigs kernel with a BusyBox rootfs (scripts/boot-smoke.sh)", .enabled(if: FileManager.default.isExecutableFile(atPath: "/bin/busybox"), "needs Debian's busybox-static for the rootfs"))
+    func bootSmoke() throws {
+        let binary = try #require(SwiftVMProcess.binary)
+        let script = SwiftVMProcess.packageRoot.appendingPathComponent("scripts/boot-smoke.sh").path
+        let process = Process()
+        let output = Pipe()
+        process.executableURL = URL(fileURLWithPath: "/bin/bash")
+        process.arguments = [script, "--swiftvm", binary, "--kernel", try #require(GuestKernel.path), "--timeout", "300"]
+        process.currentDirectoryURL = SwiftVMProcess.packageRoot
+        process.standardOutput = output
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        let lines = text.split(separator: "\n").map(String.init)
+        #expect(process.terminationStatus == 0, "boot-smoke.sh:\n\(text)")
+        #expect(lines.contains("PASS kernel command line has root=/dev/vda rw"))
+        #expect(lines.contains("PASS serial console enabled"))
+        #expect(lines.contains("PASS ACPI tables read (MADT)"))
+        for note in lines where note.hasPrefix("NOTE") { print("boot smoke: \(note)") }
+    }
+
     static func hex16(_ value: UInt64) -> String {
         let digits = String(value, radix: 16)
         return String(repeating: "0", count: max(0, 16 - digits.count)) + digits
