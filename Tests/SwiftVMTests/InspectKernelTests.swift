@@ -112,4 +112,6 @@ struct InspectKernelTests {
 }
 
 /// `inspect kernel` is registered by the `inspect` parent command, which a build may not have yet.
-let inspectKernelAvailable: Bool = (try? SwiftVMProcess.run(["inspect", "kernel", "--help"]).status) == 0
+/// (Without it, `--help` still succeeds, printing the top-level usage.)
+let inspectKernelAvailable: Bool =
+    (try? SwiftVMProcess.run(["inspect", "kernel", "--help"]))?.stdout.contains("swiftvm inspect kernel <file>") == true
