@@ -33,18 +33,26 @@ absolute path of the kernel image, so callers can do:
 
 Options:
   --config FILE      Kconfig fragment applied on top of allnoconfig
-                     (default: GuestConfigs/microvm-x86_64-6.1.config)
+                     (default: GuestConfigs/microvm-<arch>-6.1.config)
+  --overlay FILE     another fragment applied after --config, e.g.
+                     GuestConfigs/debug.config; repeatable, later ones win
+                     where they set the same option
   --source PATH      kernel source: a tarball, or an unpacked tree that is
                      clean ("make mrproper"), since the build is out of tree
                      (default: $DEFAULT_SOURCE, from the
                      Debian package $SOURCE_PACKAGE)
-  --arch ARCH        target architecture; only x86_64 for now
-                     (aarch64 is planned and rejected until then)
+  --arch ARCH        target architecture: x86_64 (default; artifact vmlinux)
+                     or aarch64 (cross-compiled with ARCH=arm64
+                     CROSS_COMPILE=aarch64-linux-gnu-; artifact Image, from
+                     arch/arm64/boot/Image)
   --jobs N           parallel make jobs (default: nproc, here $(nproc))
   --cache DIR        cache directory
                      (default: \${SWIFTVM_CACHE:-\$HOME/.cache/swiftvm})
   --print-path       print where the cached kernel is (or would be) and exit:
                      0 if it exists, $E_NOT_CACHED if not; never builds or installs
+  --configure-only   stop after step 3 (configure and check the options);
+                     prints the path of the resulting .config and keeps the
+                     build directory
   --keep-build       keep the object directory after a successful build
                      (default: delete it; a failed build's is always kept
                      and reused by the next run)
@@ -53,20 +61,22 @@ Options:
   -h, --help         show this help
 
 What it does:
-  1. Computes a cache key from the kernel source version, the compiler,
-     and a hash of the fragment's option lines and of the build recipe
-     (scripts/lib/kernel-recipe.sh); comments do not count.
-     If \$CACHE/kernels/<arch>-<version>-<hash>/vmlinux exists, prints it
-     and stops.
+  1. Merges the fragment and its overlays into one (an option set again
+     by an overlay replaces the earlier line). Computes a cache key from
+     the kernel source version, the compiler, and a hash of the merged
+     option lines and of the build recipe (scripts/lib/kernel-recipe.sh);
+     comments do not count. If \$CACHE/kernels/<arch>-<version>-<hash>/
+     holds the artifact (vmlinux, or Image for aarch64), prints it and stops.
   2. Unpacks a source tarball once under \$CACHE/src/ (reused afterwards).
-  3. In \$CACHE/build/<key>/: make allnoconfig KCONFIG_ALLCONFIG=<fragment>,
+  3. In \$CACHE/build/<key>/: make allnoconfig KCONFIG_ALLCONFIG=<merged>,
      make olddefconfig, then checks that every "CONFIG_X=..." and
      "# CONFIG_X is not set" line of the fragment holds in the resulting
      .config. Any option that did not stick is listed and the build stops.
-  4. make vmlinux -j<jobs>; the full log goes to build.log next to the
-     result, and its tail is shown if the build fails.
-  5. Publishes vmlinux, its final .config (as "config"), build.log and
-     a short "info" file (inputs, compiler, build time) in
+  4. make vmlinux (or Image) -j<jobs>; the full log goes to build.log next
+     to the result, and its tail is shown if the build fails.
+  5. Publishes the artifact, its final .config (as "config"), the merged
+     fragment (as "fragment.config"), build.log and a short "info" file
+     (inputs, compiler, build time) in
      \$CACHE/kernels/<key>/.
 
 Exit status: 0 success, $E_NOT_CACHED not cached (--print-path), $E_USAGE usage error,
@@ -88,12 +98,14 @@ fmt_duration() { printf '%dm%02ds' $(($1 / 60)) $(($1 % 60)); }
 
 # --- options --------------------------------------------------------------
 
-config="$REPO_ROOT/GuestConfigs/microvm-x86_64-6.1.config"
+config=
+overlays=()
 source_path=$DEFAULT_SOURCE
 arch=x86_64
 jobs=$(nproc)
 cache=${SWIFTVM_CACHE:-$HOME/.cache/swiftvm}
 print_path=0
+configure_only=0
 keep_build=0
 install_deps=0
 
@@ -103,6 +115,8 @@ while [[ $# -gt 0 ]]; do
     case "$1" in
         --config) need_arg "$@"; config=$2; shift 2 ;;
         --config=*) config=${1#*=}; shift ;;
+        --overlay) need_arg "$@"; overlays+=("$2"); shift 2 ;;
+        --overlay=*) overlays+=("${1#*=}"); shift ;;
         --source) need_arg "$@"; source_path=$2; shift 2 ;;
         --source=*) source_path=${1#*=}; shift ;;
         --arch) need_arg "$@"; arch=$2; shift 2 ;;
@@ -112,6 +126,7 @@ while [[ $# -gt 0 ]]; do
         --cache) need_arg "$@"; cache=$2; shift 2 ;;
         --cache=*) cache=${1#*=}; shift ;;
         --print-path) print_path=1; shift ;;
+        --configure-only) configure_only=1; keep_build=1; shift ;;
         --keep-build) keep_build=1; shift ;;
         --install-deps) install_deps=1; shift ;;
         -h | --help) usage; exit 0 ;;
@@ -121,22 +136,43 @@ done
 
 [[ $jobs =~ ^[1-9][0-9]*$ ]] || die $E_USAGE "--jobs wants a positive integer, got '$jobs'"
 
-set +e
-kb_arch_setup "$arch"
-case $? in
-    0) ;;
-    2) set -e; die $E_USAGE "--arch $arch is not supported yet (only x86_64 is)" ;;
-    *) set -e; die $E_USAGE "unknown --arch '$arch' (only x86_64 is supported)" ;;
-esac
-set -e
+kb_arch_setup "$arch" || die $E_USAGE "unknown --arch '$arch' (x86_64 or aarch64)"
+[[ -n $config ]] || config="$REPO_ROOT/GuestConfigs/microvm-$arch-6.1.config"
 
-[[ -f $config ]] || die $E_USAGE "config fragment not found: $config"
-config=$(cd "$(dirname "$config")" && pwd)/$(basename "$config")
+# Makes PATH absolute, or exits if it is not a file; WHAT names it in the error.
+absolute_fragment() {
+    [[ -f $1 ]] || die $E_USAGE "$2 not found: $1"
+    echo "$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"
+}
 
-# An option given twice silently takes the last value; refuse that up front.
-dups=$(sed -nE 's/^(CONFIG_[A-Za-z0-9_]+)=.*/\1/p; s/^# (CONFIG_[A-Za-z0-9_]+) is not set$/\1/p' "$config" |
-    sort | uniq -d | paste -sd' ')
-[[ -z $dups ]] || die $E_CONFIG "options set more than once in $config: $dups"
+# An option given twice in one file silently takes the last value; refuse
+# that up front. (Across files it is the point of an overlay.)
+check_duplicates() {
+    local dups
+    dups=$(sed -nE 's/^(CONFIG_[A-Za-z0-9_]+)=.*/\1/p; s/^# (CONFIG_[A-Za-z0-9_]+) is not set$/\1/p' "$1" |
+        sort | uniq -d | paste -sd' ')
+    [[ -z $dups ]] || die $E_CONFIG "options set more than once in $1: $dups"
+}
+
+config=$(absolute_fragment "$config" "config fragment")
+check_duplicates "$config"
+for i in "${!overlays[@]}"; do
+    overlays[i]=$(absolute_fragment "${overlays[i]}" "overlay fragment")
+    check_duplicates "${overlays[i]}"
+done
+
+# Prints the fragment and its overlays as one, dropping every option line
+# that a later file sets again, so that each option appears once and the
+# option check tests the value that wins.
+merged_fragment() {
+    cat "$config" "${overlays[@]}" | tac | awk '
+        { sym = "" }
+        /^CONFIG_[A-Za-z0-9_]+=/ { sym = $0; sub(/=.*/, "", sym) }
+        /^# CONFIG_[A-Za-z0-9_]+ is not set$/ { sym = $2 }
+        sym != "" && seen[sym]++ { next }
+        { print }' | tac
+}
+fragment_text=$(merged_fragment)
 mkdir -p "$cache"
 cache=$(cd "$cache" && pwd)
 
@@ -149,6 +185,8 @@ missing_build_packages() {
     command -v flex >/dev/null || pkgs+=(flex)
     command -v bison >/dev/null || pkgs+=(bison)
     command -v bc >/dev/null || pkgs+=(bc)
+    [[ -z $KB_CROSS_COMPILE ]] || command -v "${KB_CROSS_COMPILE}gcc" >/dev/null ||
+        pkgs+=("gcc-${KB_CROSS_COMPILE%-}")
     [[ -e /usr/include/libelf.h || -e /usr/include/elfutils/libelf.h ]] || pkgs+=(libelf-dev)
     [[ -e /usr/include/openssl/opensslv.h ]] || pkgs+=(libssl-dev)
     echo "${pkgs[*]}"
@@ -227,7 +265,7 @@ key_hash=$(
         echo "arch=$arch"
         echo "compiler=$compiler_id"
         echo "--- config"
-        grep -E '^(CONFIG_[A-Za-z0-9_]+=|# CONFIG_[A-Za-z0-9_]+ is not set$)' "$config" || true
+        grep -E '^(CONFIG_[A-Za-z0-9_]+=|# CONFIG_[A-Za-z0-9_]+ is not set$)' <<<"$fragment_text" || true
         echo "--- recipe"
         grep -vE '^[[:space:]]*(#|$)' "$RECIPE"
     } | sha 12
@@ -241,7 +279,7 @@ if [[ $print_path -eq 1 ]]; then
     [[ -f $artifact ]] && exit 0 || exit $E_NOT_CACHED
 fi
 
-if [[ -f $artifact ]]; then
+if [[ -f $artifact && $configure_only -eq 0 ]]; then
     log "cache hit: $key"
     echo "$artifact"
     exit 0
@@ -259,7 +297,7 @@ if ! flock -n "$lock_fd"; then
     log "another build of $key is running; waiting for it"
     flock "$lock_fd"
 fi
-if [[ -f $artifact ]]; then # the other build finished it
+if [[ -f $artifact && $configure_only -eq 0 ]]; then # the other build finished it
     log "cache hit: $key"
     echo "$artifact"
     exit 0
@@ -268,6 +306,7 @@ fi
 log "building $key"
 log "  source: $source_path ($src_version)"
 log "  config: $config"
+for overlay in "${overlays[@]}"; do log "  overlay: $overlay"; done
 log "  jobs:   $jobs"
 
 # Unpack a tarball once, into a directory named after its identity, via a
@@ -299,8 +338,10 @@ fi
 
 build_dir="$cache/build/$key"
 build_log="$out_dir/build.log"
+fragment="$build_dir/fragment.config"
 mkdir -p "$build_dir"
 : >"$build_log"
+printf '%s\n' "$fragment_text" >"$fragment"
 
 # Prints the last lines of the build log, then exits with STATUS.
 fail_with_log() {
@@ -315,16 +356,20 @@ fail_with_log() {
 }
 
 step_start=$SECONDS
-log "configuring: allnoconfig + $(basename "$config"), olddefconfig"
-kb_configure "$src_tree" "$build_dir" "$config" >>"$build_log" 2>&1 ||
+log "configuring: allnoconfig + $(basename "$config")${overlays[*]:+ + overlays}, olddefconfig"
+kb_configure "$src_tree" "$build_dir" "$fragment" >>"$build_log" 2>&1 ||
     fail_with_log $E_CONFIG "configuration failed"
 
 log "checking that every option of the fragment holds in .config"
-if ! problems=$(kb_verify_config "$src_tree" "$config" "$build_dir/.config"); then
+if ! problems=$(kb_verify_config "$src_tree" "$fragment" "$build_dir/.config"); then
     printf '%s\n' "$problems" >&2
     die $E_CONFIG "these options did not stick; fix the fragment (usually a missing dependency) and rerun"
 fi
 log "configured in $(fmt_duration $((SECONDS - step_start))); $(grep -c '=y$' "$build_dir/.config") options built in"
+if [[ $configure_only -eq 1 ]]; then
+    echo "$build_dir/.config"
+    exit 0
+fi
 
 step_start=$SECONDS
 log "compiling $KB_MAKE_TARGET with $jobs jobs (log: $build_log)"
@@ -348,10 +393,12 @@ log "compiled in $(fmt_duration $((SECONDS - step_start)))"
 # Publish: the artifact last and atomically, since its presence is the
 # cache-hit test.
 cp "$build_dir/.config" "$out_dir/config"
+cp "$fragment" "$out_dir/fragment.config"
 {
     echo "key:      $key"
     echo "source:   $source_path ($src_version)"
     echo "config:   $config"
+    for overlay in "${overlays[@]}"; do echo "overlay:  $overlay"; done
     echo "compiler: $compiler_id"
     echo "built:    $(date -u '+%Y-%m-%dT%H:%M:%SZ') in $(fmt_duration $((SECONDS - step_start)))"
 } >"$out_dir/info"

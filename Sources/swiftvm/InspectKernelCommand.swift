@@ -1,17 +1,101 @@
 import ArgumentParser
+import Glibc
 import SwiftVM
 
-/// Placeholder for `swiftvm inspect kernel`; its implementation replaces this file.
 struct InspectKernelCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kernel",
-        abstract: "Check a guest kernel image (not implemented yet).")
+        abstract: "Say what a kernel file is and whether swiftvm can boot it.",
+        discussion: """
+            Identifies the file (ELF vmlinux, bzImage, arm64 Image, PE/EFI executable, compressed \
+            file), prints its header fields and its "Linux version" banner, and says whether \
+            swiftvm boots it on x86_64 and on aarch64 and what to pass instead. A kernel built with \
+            CONFIG_IKCONFIG carries its .config; it is decompressed and checked as `swiftvm \
+            check-config` would. Exits 0 when the kernel is usable on --arch (and its embedded \
+            config, if any, has no errors), 65 otherwise.
+            """)
 
-    @Argument(help: "The kernel image.")
-    var file: String?
+    @Argument(help: "The kernel file: vmlinux, bzImage, Image, ...")
+    var file: String
+
+    @OptionGroup var path: GuestPathOptions
 
     func run() throws {
-        print("swiftvm inspect kernel: not implemented yet")
-        throw ExitCode(ExitStatus.internalError)
+        let image = try KernelFile(path: file)
+        let inspection = KernelInspection.inspect(image)
+        print("\(file): \(inspection.format)")
+        printFacts(inspection, indent: "  ")
+        for inner in inspection.contents {
+            print("  contains \(inner.format)")
+            printFacts(inner, indent: "    ")
+        }
+        let asked = path.arch
+        for arch in KernelArchitecture.allCases {
+            if let problem = inspection.problems[arch] {
+                print("\(arch.rawValue): not usable: \(problem)")
+            } else {
+                let flag = arch == .aarch64 ? " --arch aarch64" : ""
+                print("\(arch.rawValue): usable (swiftvm run\(flag) --kernel \(file))")
+            }
+        }
+        var usable = inspection.problems[asked] == nil
+        if let text = inspection.embeddedConfig {
+            print("embedded config (CONFIG_IKCONFIG): \(text.utf8.count) bytes, checked for \(path.guestPath):")
+            do {
+                let findings = try KernelConfigCheck.check(configText: text, path: path.guestPath)
+                do { try report(findings, for: path.guestPath, source: "  embedded config") } catch { usable = false }
+            } catch {
+                print("  the embedded config cannot be parsed: \(error)")
+                usable = false
+            }
+        } else if let error = inspection.embeddedConfigError {
+            print("embedded config: \(error)")
+        } else {
+            print("embedded config: none (built without CONFIG_IKCONFIG); check the build's .config with `swiftvm check-config`")
+        }
+        if !usable { throw ExitCode(ExitStatus.badInput) }
+    }
+
+    private func printFacts(_ inspection: KernelInspection, indent: String) {
+        let width = (inspection.facts.map(\.label.count) + [7]).max() ?? 7
+        func line(_ label: String, _ value: String) {
+            print(indent + label + ":" + String(repeating: " ", count: width - label.count + 1) + value)
+        }
+        for fact in inspection.facts { line(fact.label, fact.value) }
+        line("version", inspection.version ?? "no \"Linux version\" banner found")
+    }
+}
+
+/// A kernel file read with pread, so a large vmlinux is not read whole just to check its headers.
+private struct KernelFile: ImageSource {
+    let fd: Int32
+    let size: UInt64
+
+    init(path: String) throws {
+        fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            Log.error("cannot open the kernel \(path): \(String(cString: strerror(errno)))")
+            throw ExitCode(ExitStatus.missingInput)
+        }
+        var info = stat()
+        guard fstat(fd, &info) == 0, info.st_mode & S_IFMT == S_IFREG else {
+            close(fd)
+            Log.error("the kernel \(path) is not a regular file; give the path of the kernel image")
+            throw ExitCode(ExitStatus.missingInput)
+        }
+        size = UInt64(info.st_size)
+    }
+
+    func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(ImageReadError) {
+        var done = 0
+        while done < buffer.count {
+            let got = pread(fd, buffer.baseAddress?.advanced(by: done), buffer.count - done, off_t(offset) + off_t(done))
+            if got < 0 && errno == EINTR { continue }
+            if got < 0 {
+                throw ImageReadError(offset: offset, length: buffer.count, reason: String(cString: strerror(errno)))
+            }
+            if got == 0 { throw ImageReadError(offset: offset, length: buffer.count) }
+            done += got
+        }
     }
 }

@@ -10,7 +10,9 @@ struct SwiftVMCommand: ParsableCommand {
             Boots an x86_64 Linux vmlinux with a serial console, an i8042 controller and \
             virtio-mmio devices. Exit statuses are listed in docs/exit-codes.md.
             """,
-        subcommands: [RunCommand.self, SelfTestCommand.self, DumpTablesCommand.self, InspectCommand.self],
+        subcommands: [
+            RunCommand.self, SelfTestCommand.self, DumpTablesCommand.self, InspectCommand.self, CheckConfigCommand.self,
+        ],
         defaultSubcommand: nil)
 
     static func main() {

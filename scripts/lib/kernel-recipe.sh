@@ -19,8 +19,7 @@
 #   KB_MAKE_TARGET     the make target that produces the artifact
 #   KB_ARTIFACT        the artifact's path relative to the build directory
 #   KB_ARTIFACT_NAME   the file name it is published under in the cache
-# Returns 2 for an architecture that is known but not supported yet, 1 for
-# an unknown one.
+# Returns 1 for an unknown architecture.
 # shellcheck disable=SC2034  # the KB_* variables are read by the caller
 kb_arch_setup() {
     case "$1" in
@@ -32,11 +31,18 @@ kb_arch_setup() {
             KB_ARTIFACT_NAME=vmlinux
             ;;
         aarch64)
-            # Planned: ARCH=arm64, CROSS_COMPILE=aarch64-linux-gnu- (unless
-            # the host is arm64), target "Image", artifact
-            # arch/arm64/boot/Image (the VMM boots the PE/EFI-stub image, not
-            # the ELF). Needs its own GuestConfigs/microvm-aarch64-6.1.config.
-            return 2
+            # The VMM boots the raw Image with its arm64 boot header (and
+            # PE/EFI-stub header), not the ELF vmlinux. Cross-compiled
+            # unless the host is arm64 itself.
+            KB_MAKE_ARCH=arm64
+            if [[ $(uname -m) == aarch64 ]]; then
+                KB_CROSS_COMPILE=
+            else
+                KB_CROSS_COMPILE=aarch64-linux-gnu-
+            fi
+            KB_MAKE_TARGET=Image
+            KB_ARTIFACT=arch/arm64/boot/Image
+            KB_ARTIFACT_NAME=Image
             ;;
         *)
             return 1

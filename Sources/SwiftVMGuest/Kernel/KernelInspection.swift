@@ -1,0 +1,255 @@
+/// The two guest architectures swiftvm boots, for asking whether a kernel file suits one.
+public enum KernelArchitecture: String, CaseIterable, Sendable {
+    case x86_64, aarch64
+}
+
+/// What a kernel file is and whether swiftvm can boot it: the format and its
+/// header fields, the "Linux version" banner, and the config the kernel
+/// embeds (CONFIG_IKCONFIG), if any.
+public struct KernelInspection: Sendable {
+    /// One labelled fact about the file, e.g. ("entry point", "0x1000000").
+    public struct Fact: Equatable, Sendable {
+        public var label: String
+        public var value: String
+    }
+
+    public var format: KernelFormat
+    public var facts: [Fact] = []
+    /// The banner from "Linux version " up to the end of its line, if found.
+    public var version: String?
+    /// Why swiftvm cannot boot this file on each architecture; no entry means it can.
+    public var problems: [KernelArchitecture: String] = [:]
+    /// The decompressed `.config` text, when the kernel embeds one.
+    public var embeddedConfig: String?
+    /// Why an embedded config was found but could not be read.
+    public var embeddedConfigError: String?
+    /// For a compressed file that decompressed to something recognisable: what is inside.
+    public var contents: [KernelInspection] = []
+
+    /// How much of a file is searched for the banner and the embedded config.
+    /// Both live in .rodata, near the start of any kernel image.
+    public static let scanLimit = 128 << 20
+    /// The most an embedded config or a compressed file may decompress to.
+    public static let decompressLimit = 64 << 20
+
+    public init(format: KernelFormat) { self.format = format }
+
+    /// Inspects `image`, reading at most ``scanLimit`` bytes of it.
+    public static func inspect(_ image: some ImageSource) -> KernelInspection {
+        let format = KernelFormat.detect(image)
+        var result = KernelInspection(format: format)
+        do throws(KernelImageError) { try checkX86(image) } catch { result.problems[.x86_64] = error.description }
+        do throws(Arm64ImageError) { _ = try Arm64ImageLoader.checkedHeader(image) } catch {
+            result.problems[.aarch64] = error.description
+        }
+        let count = Int(min(image.size, UInt64(scanLimit)))
+        guard let bytes = try? image.bytes(at: 0, count: count) else { return result }
+        result.describe(bytes, fileSize: image.size)
+        return result
+    }
+
+    private mutating func describe(_ bytes: [UInt8], fileSize: UInt64) {
+        facts.append(Fact(label: "size", value: "\(fileSize) bytes"))
+        switch format {
+        case .elf: describeELF(bytes)
+        case .bzImage: describeBzImage(bytes)
+        case .arm64Image: describeArm64Image(bytes)
+        case .peImage: describePE(bytes)
+        case .compressed(let name): describeCompressed(bytes, format: name)
+        case .empty, .unknown: break
+        }
+        if version == nil { version = Self.banner(in: bytes) }
+        readEmbeddedConfig(bytes)
+    }
+
+    // MARK: - Formats
+
+    private mutating func describeELF(_ bytes: [UInt8]) {
+        guard case .elf(let bits, _, let machineName) = format else { return }
+        facts.append(Fact(label: "machine", value: machineName))
+        facts.append(Fact(label: "class", value: bits == 0 ? "invalid" : "ELF\(bits)"))
+        facts.append(Fact(label: "byte order", value: bytes.count > 5 && bytes[5] == 2 ? "big-endian" : "little-endian"))
+        guard bits == 64, bytes.count > 5, bytes[5] == 1, let header = ELF64Header(bytes) else { return }
+        facts.append(Fact(label: "entry point", value: hex(header.entry)))
+        guard Int(header.programHeaderEntrySize) == ELF64Header.programHeaderSize else { return }
+        var low = UInt64.max, high: UInt64 = 0, loads = 0
+        for index in 0..<Int(header.programHeaderCount) {
+            let (offset, overflow) = header.programHeaderOffset.addingReportingOverflow(UInt64(index * ELF64Header.programHeaderSize))
+            guard !overflow, offset <= UInt64(Int.max),
+                let program = ELF64ProgramHeader(bytes, at: Int(offset)), program.type == ELF64ProgramHeader.load
+            else { continue }
+            loads += 1
+            low = min(low, program.physicalAddress)
+            high = max(high, program.physicalAddress &+ program.memorySize)
+        }
+        if loads > 0 {
+            facts.append(Fact(label: "PT_LOAD", value: "\(loads) segment\(loads == 1 ? "" : "s"), physical [\(hex(low)), \(hex(high)))"))
+        }
+    }
+
+    /// The setup header (Documentation/arch/x86/boot.rst, "The Real-Mode Kernel Header").
+    private mutating func describeBzImage(_ bytes: [UInt8]) {
+        guard case .bzImage(let protocolVersion) = format else { return }
+        facts.append(Fact(label: "boot protocol", value: KernelFormat.protocolString(protocolVersion)))
+        // kernel_version (0x20e, protocol 2.00+): offset of the version string, less 0x200.
+        if let pointer = bytes.loadLittleEndian(UInt16.self, at: 0x20e), pointer != 0 {
+            version = Self.text(in: bytes, at: Int(pointer) + 0x200)
+        }
+        if protocolVersion >= 0x0205, bytes.count > 0x234 {
+            facts.append(Fact(label: "relocatable", value: bytes[0x234] != 0 ? "yes" : "no"))
+        }
+        if protocolVersion >= 0x020c, let xloadflags = bytes.loadLittleEndian(UInt16.self, at: 0x236) {
+            // XLF_KERNEL_64: a 64-bit entry point at 0x200 past the protected-mode start.
+            facts.append(Fact(label: "64-bit entry", value: xloadflags & 1 != 0 ? "yes" : "no"))
+        }
+        if protocolVersion >= 0x0208, bytes.count > 0x1f1,
+            let payloadOffset = bytes.loadLittleEndian(UInt32.self, at: 0x248),
+            let payloadLength = bytes.loadLittleEndian(UInt32.self, at: 0x24c)
+        {
+            // setup_sects 0 means 4; the protected-mode code follows the setup sectors and the boot sector.
+            let setupSectors = bytes[0x1f1] == 0 ? 4 : Int(bytes[0x1f1])
+            let start = (setupSectors + 1) * 512 + Int(payloadOffset)
+            let head = start < bytes.count ? Array(bytes[start..<min(bytes.count, start + 16)]) : []
+            let compression = KernelFormat.compressionMagics.first { head.starts(with: $0.0) }?.1 ?? "unknown"
+            facts.append(Fact(label: "payload", value: "\(payloadLength) bytes, \(compression)-compressed"))
+        }
+    }
+
+    private mutating func describeArm64Image(_ bytes: [UInt8]) {
+        guard let header = Arm64ImageHeader(bytes) else { return }
+        facts.append(Fact(label: "text offset", value: hex(header.effectiveTextOffset)))
+        facts.append(Fact(label: "image size", value: header.imageSize == 0 ? "0 (a kernel before 3.17)" : "\(header.imageSize) bytes"))
+        facts.append(Fact(label: "page size", value: header.pageSize.description))
+        facts.append(Fact(label: "byte order", value: header.isBigEndian ? "big-endian" : "little-endian"))
+        facts.append(Fact(label: "EFI stub", value: bytes.starts(with: Array("MZ".utf8)) ? "yes (PE/COFF header)" : "no"))
+    }
+
+    private mutating func describePE(_ bytes: [UInt8]) {
+        // e_lfanew at 0x3c points at "PE\0\0", followed by the COFF machine field.
+        guard let peOffset = bytes.loadLittleEndian(UInt32.self, at: 0x3c).map(Int.init),
+            bytes.loadLittleEndian(UInt32.self, at: peOffset) == 0x0000_4550,
+            let machine = bytes.loadLittleEndian(UInt16.self, at: peOffset + 4)
+        else { return }
+        let names: [UInt16: String] = [0x8664: "x86_64", 0xaa64: "AArch64", 0x14c: "i386", 0x5064: "RISC-V 64"]
+        facts.append(Fact(label: "machine", value: names[machine] ?? "PE machine \(hex(UInt64(machine)))"))
+        // An EFI "zboot" image: "zimg" at offset 4 and the compressor's name at 0x18.
+        if bytes.count > 0x20, bytes[4..<8].elementsEqual("zimg".utf8) {
+            let name = String(decoding: bytes[0x18..<0x20].prefix { $0 != 0 }, as: UTF8.self)
+            facts.append(Fact(label: "payload", value: "EFI zboot image, \(name)-compressed"))
+        }
+    }
+
+    private mutating func describeCompressed(_ bytes: [UInt8], format name: String) {
+        guard name == "gzip" else { return }
+        do throws(InflateError) {
+            let inner = try Inflate.gunzip(bytes, limit: Self.decompressLimit)
+            var inside = KernelInspection.inspect(InMemoryImage(inner))
+            inside.facts.insert(Fact(label: "decompressed", value: "\(inner.count) bytes"), at: 0)
+            contents = [inside]
+        } catch {
+            facts.append(Fact(label: "gzip", value: "cannot decompress: \(error)"))
+        }
+    }
+
+    // MARK: - Banner and embedded config
+
+    static let bannerMarker = Array("Linux version ".utf8)
+    static let configStart = Array("IKCFG_ST".utf8)
+    static let configEnd = Array("IKCFG_ED".utf8)
+
+    /// "Linux version 6.1.x (...) #1 SMP ...", as in linux_banner.
+    static func banner(in bytes: [UInt8]) -> String? {
+        var from = 0
+        while let index = find(bannerMarker, in: bytes, from: from) {
+            // linux_banner continues with a digit; format strings such as "Linux version %s" do not.
+            let next = index + bannerMarker.count
+            if next < bytes.count, bytes[next] >= 0x30, bytes[next] <= 0x39 { return text(in: bytes, at: index) }
+            from = next
+        }
+        return nil
+    }
+
+    /// kernel/configs.c: the gzip-compressed .config sits between "IKCFG_ST" and "IKCFG_ED".
+    private mutating func readEmbeddedConfig(_ bytes: [UInt8]) {
+        guard let start = Self.find(Self.configStart, in: bytes, from: 0) else { return }
+        let dataStart = start + Self.configStart.count
+        guard let end = Self.find(Self.configEnd, in: bytes, from: dataStart) else {
+            embeddedConfigError = "found IKCFG_ST but no IKCFG_ED after it; the file is truncated"
+            return
+        }
+        do throws(InflateError) {
+            let text = try Inflate.gunzip(Array(bytes[dataStart..<end]), limit: Self.decompressLimit)
+            embeddedConfig = String(decoding: text, as: UTF8.self)
+        } catch {
+            embeddedConfigError = "the embedded config cannot be decompressed: \(error)"
+        }
+    }
+
+    /// The printable text at `offset` up to a newline, NUL or 256 bytes.
+    static func text(in bytes: [UInt8], at offset: Int) -> String? {
+        guard offset >= 0, offset < bytes.count else { return nil }
+        let run = bytes[offset..<min(bytes.count, offset + 256)].prefix { $0 >= 0x20 && $0 < 0x7f }
+        return run.isEmpty ? nil : String(decoding: run, as: UTF8.self)
+    }
+
+    /// The first index of `needle` in `bytes` at or after `from`.
+    static func find(_ needle: [UInt8], in bytes: [UInt8], from: Int) -> Int? {
+        guard let first = needle.first, bytes.count >= needle.count else { return nil }
+        return bytes.withUnsafeBufferPointer { hay -> Int? in
+            needle.withUnsafeBufferPointer { pattern -> Int? in
+                var index = max(from, 0)
+                let last = hay.count - pattern.count
+                while index <= last {
+                    if hay[index] == first {
+                        var matched = 1
+                        while matched < pattern.count, hay[index + matched] == pattern[matched] { matched += 1 }
+                        if matched == pattern.count { return index }
+                    }
+                    index += 1
+                }
+                return nil
+            }
+        }
+    }
+
+    // MARK: - Usability
+
+    /// The checks `swiftvm run` makes on an x86_64 kernel before loading it,
+    /// less the ones that depend on the guest's memory size.
+    static func checkX86(_ image: some ImageSource) throws(KernelImageError) {
+        let header = try KernelLoader.elfHeader(image)
+        let count = Int(header.programHeaderCount)
+        guard count > 0 else { throw .noLoadableSegments }
+        guard Int(header.programHeaderEntrySize) == ELF64Header.programHeaderSize else {
+            throw .badProgramHeaderSize(header.programHeaderEntrySize)
+        }
+        let (tableEnd, overflow) = header.programHeaderOffset.addingReportingOverflow(UInt64(count * ELF64Header.programHeaderSize))
+        guard !overflow, tableEnd <= image.size else {
+            throw .truncatedProgramHeader(index: count - 1, end: overflow ? .max : tableEnd, fileSize: image.size)
+        }
+        let table: [UInt8]
+        do throws(ImageReadError) {
+            table = try image.bytes(at: header.programHeaderOffset, count: count * ELF64Header.programHeaderSize)
+        } catch { throw .readFailed(error) }
+        var entryInside = false, loads = 0
+        for index in 0..<count {
+            guard let program = ELF64ProgramHeader(table, at: index * ELF64Header.programHeaderSize),
+                program.type == ELF64ProgramHeader.load
+            else { continue }
+            loads += 1
+            let (fileEnd, fileOverflow) = program.offset.addingReportingOverflow(program.fileSize)
+            let (_, memoryOverflow) = program.physicalAddress.addingReportingOverflow(program.memorySize)
+            guard !fileOverflow, !memoryOverflow else { throw .addressOverflow(index: index) }
+            guard fileEnd <= image.size else { throw .truncatedSegment(index: index, end: fileEnd, fileSize: image.size) }
+            guard program.fileSize <= program.memorySize else {
+                throw .fileSizeExceedsMemorySize(index: index, fileSize: program.fileSize, memorySize: program.memorySize)
+            }
+            guard program.physicalAddress >= X86Layout.highMemory.rawValue else {
+                throw .segmentBelowHighMemory(index: index, start: program.physicalAddress)
+            }
+            if header.entry >= program.physicalAddress, header.entry - program.physicalAddress < program.memorySize { entryInside = true }
+        }
+        guard loads > 0 else { throw .noLoadableSegments }
+        guard entryInside else { throw .entryOutsideSegments(entry: header.entry) }
+    }
+}
