@@ -32,5 +32,26 @@ extension Machine {
         if let error = findings.first(where: { $0.severity == .error }) {
             throw VMMError(.badInput, "root drive \(drive.id): \(error.message) (--no-preflight boots it anyway)")
         }
+        try checkInit(image, drive: drive, config: config)
+    }
+
+    /// Walks the kernel's init search on an ext root image, as `swiftvm inspect
+    /// rootfs` does, and refuses an image on which the kernel would panic.
+    private static func checkInit(_ image: FileImage, drive: DriveConfig, config: VMConfig) throws(VMMError) {
+        guard case .ext = DiskImageProbe.identify(image), let reader = try? Ext4Reader(image) else { return }
+        let words = config.guestCommandLine.split(separator: " ")
+        let initParameter = words.last { $0.hasPrefix("init=") }.map { String($0.dropFirst("init=".count)) }
+        let report = InitDiscovery.find(in: reader, initParameter: initParameter)
+        for warning in report.warnings { Log.warning("root drive \(drive.id): \(warning)") }
+        for mount in report.mountPoints where mount.required && !mount.present {
+            Log.warning("root drive \(drive.id): \(mount.path): \(mount.detail)")
+        }
+        guard !report.findsInit else { return }
+        let reasons = report.candidates.filter(\.tried).map { "\($0.path): \($0.detail)" }.joined(separator: "; ")
+        throw VMMError(
+            .badInput,
+            "root drive \(drive.id) (\(drive.path)): the kernel would find no init and panic with "
+                + "\"\(report.panicMessage ?? "No working init found")\" (\(reasons)). `swiftvm inspect rootfs \(drive.path)` "
+                + "shows the details; add an init, pass --append init=/path, or --no-preflight to boot it anyway")
     }
 }

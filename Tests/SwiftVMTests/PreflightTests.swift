@@ -1,0 +1,55 @@
+import Foundation
+import Testing
+
+/// `swiftvm run` reports, before the guest runs, what would make the boot fail silently.
+@Suite("Pre-flight checks of swiftvm run")
+struct PreflightTests {
+    static let mke2fs: String? = ["/sbin/mke2fs", "/usr/sbin/mke2fs"].first { FileManager.default.isExecutableFile(atPath: $0) }
+
+    /// An ext4 image of a tree with the mount points but no init.
+    static func imageWithoutInit() throws -> String {
+        let tree = NSTemporaryDirectory() + "swiftvm-noinit-\(UUID().uuidString)"
+        for directory in ["dev", "proc", "sys", "etc"] {
+            try FileManager.default.createDirectory(atPath: "\(tree)/\(directory)", withIntermediateDirectories: true)
+        }
+        defer { try? FileManager.default.removeItem(atPath: tree) }
+        let image = tree + ".ext4"
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: try #require(mke2fs))
+        process.arguments = ["-q", "-F", "-t", "ext4", "-d", tree, image, "8M"]
+        try process.run()
+        process.waitUntilExit()
+        try #require(process.terminationStatus == 0)
+        return image
+    }
+
+    @Test("a root image without an init is refused with the kernel's panic and the fix", .enabled(if: mke2fs != nil, "needs mke2fs (Debian's e2fsprogs)"))
+    func noInit() throws {
+        let guest = try #require(SwiftVMProcess.testGuest, "the test guest did not build")
+        let image = try Self.imageWithoutInit()
+        defer { unlink(image) }
+        let outcome = try SwiftVMProcess.run(["run", "--kernel", guest, "--rootfs", image, "--no-console-input"])
+        #expect(outcome.status == 65)
+        #expect(outcome.stderr.contains("No working init found"))
+        #expect(outcome.stderr.contains("/sbin/init: missing"))
+        #expect(outcome.stderr.contains("swiftvm inspect rootfs"))
+        // --no-preflight boots it anyway.
+        let forced = try SwiftVMProcess.run([
+            "run", "--kernel", guest, "--rootfs", image, "--no-preflight", "--no-console-input",
+            "--cmdline", "testguest.mode=reset",
+        ])
+        #expect(forced.status == 0)
+    }
+
+    @Test("for a Linux kernel: a missing console, a disabled UART and a root= without its drive are named before boot", .enabled(if: GuestKernel.path != nil, "no guest kernel: run scripts/build-kernel.sh"))
+    func linuxCommandLine() throws {
+        let kernel = try #require(GuestKernel.path)
+        let outcome = try SwiftVMProcess.run([
+            "run", "--kernel", kernel, "--cmdline", "reboot=k panic=1 8250.nr_uarts=0 root=/dev/vdb", "--no-console-input",
+        ])
+        #expect(outcome.status == 64)
+        #expect(outcome.stderr.contains("no console=ttyS0"))
+        #expect(outcome.stderr.contains("8250.nr_uarts=0 switches off the guest's only serial port"))
+        #expect(outcome.stderr.contains("root=/dev/vdb names virtio disk 2, but no drives are attached"))
+    }
+}
