@@ -136,10 +136,7 @@ public final class VirtioBlock: VirtioDevice {
     }
 
     public func process(queue index: Int) {
-        guard let activation = activation.withLock({ $0 }),
-              activation.queues.indices.contains(index),
-              let queue = activation.queues[index]
-        else { return }
+        guard let activation = activation.withLock({ $0 }), let queue = activation.queue(at: index) else { return }
         while let chain = queue.popAvailable() {
             let length = handle(chain, activation: activation)
             queue.addUsed(head: chain.head, length: length)

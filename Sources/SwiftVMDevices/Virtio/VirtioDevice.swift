@@ -54,6 +54,11 @@ public struct VirtioActivation: Sendable {
         self.notifier = notifier
     }
 
+    /// Queue `index` if the driver set it up.
+    public func queue(at index: Int) -> SplitQueue? {
+        queues.indices.contains(index) ? queues[index] : nil
+    }
+
     public func negotiated(_ feature: UInt64) -> Bool { features & feature == feature }
 
     /// Interrupts the driver if the used elements added to `queue` since the

@@ -61,10 +61,7 @@ public final class VirtioRNG: VirtioDevice {
     }
 
     public func process(queue index: Int) {
-        guard let activation = activation.withLock({ $0 }),
-              activation.queues.indices.contains(index),
-              let queue = activation.queues[index]
-        else { return }
+        guard let activation = activation.withLock({ $0 }), let queue = activation.queue(at: index) else { return }
         while let chain = queue.popAvailable() {
             let written = fill(chain, memory: activation.memory)
             queue.addUsed(head: chain.head, length: written)

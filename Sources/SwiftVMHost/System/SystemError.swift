@@ -47,25 +47,11 @@ public struct SystemError: Error, Equatable, Sendable, CustomStringConvertible {
 
 /// The funnel every system call goes through: runs `call`, retries it while it
 /// fails with EINTR (unless `retryOnInterrupt` is false), and turns -1 into a
-/// `SystemError` carrying errno.
+/// `SystemError` carrying errno. Works for calls returning `int` and `ssize_t`.
 @inline(__always)
-func sys(
-    _ operation: @autoclosure () -> String, retryOnInterrupt: Bool = true, _ call: () -> Int32
-) throws(SystemError) -> Int32 {
-    while true {
-        let result = call()
-        if result != -1 { return result }
-        let error = errno
-        if error == EINTR && retryOnInterrupt { continue }
-        throw SystemError(operation(), errno: error)
-    }
-}
-
-/// The same funnel for calls that return `ssize_t`.
-@inline(__always)
-func sys(
-    _ operation: @autoclosure () -> String, retryOnInterrupt: Bool = true, _ call: () -> Int
-) throws(SystemError) -> Int {
+func sys<Result: FixedWidthInteger & SignedInteger>(
+    _ operation: @autoclosure () -> String, retryOnInterrupt: Bool = true, _ call: () -> Result
+) throws(SystemError) -> Result {
     while true {
         let result = call()
         if result != -1 { return result }
