@@ -27,12 +27,16 @@ args=(run --kernel "$guest" --vcpus 1 --memory 128 --no-rng --no-console-input -
 "$bin/swiftvm" "${args[@]}" </dev/null >/dev/null 2>&1
 
 results=$(mktemp)
-trap 'rm -f "$results"' EXIT
+trap 'rm -f "$results" "$results.err" "$results.time"' EXIT
+TIMEFORMAT="TIME %3R %3U %3S"
 for _ in $(seq "$runs"); do
-  /usr/bin/time -f "TIME %e %U %S %M" "$bin/swiftvm" "${args[@]}" </dev/null 2>&1 >/dev/null |
+  { time /usr/bin/time -f "RSS %M" "$bin/swiftvm" "${args[@]}" </dev/null >/dev/null 2>"$results.err"; } 2>"$results.time"
+  cat "$results.err" "$results.time" |
     awk '/Guest-boot-time/ { boot = $4 / 1000 }
          /VMM memory at exit/ { anon = $(NF-9); beyond = substr($(NF-7), 2); file = $(NF-1) }
-         /^TIME/ { printf "%.2f %.2f %.2f %d %d %d %d\n", $2 * 1000, ($3 + $4) * 1000, boot, $5, anon, beyond, file }' >>"$results"
+         /^RSS/ { rss = $2 }
+         /^TIME/ { wall = $2 * 1000; cpu = ($3 + $4) * 1000 }
+         END { printf "%.2f %.2f %.2f %d %d %d %d\n", wall, cpu, boot, rss, anon, beyond, file }' >>"$results"
 done
 
 echo "swiftvm start-up, $runs runs, 1 vCPU, 128 MiB, $(uname -r), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
