@@ -30,6 +30,29 @@ public enum Terminal {
         if !hookInstalled {
             hookInstalled = true
             atexit { Terminal.restore() }
+            installCrashRestore()
+        }
+    }
+
+    /// The handlers the crash signals had before ours (the Swift runtime's
+    /// backtracer, say), indexed by signal number; allocated once, so the
+    /// signal handler only reads memory.
+    nonisolated(unsafe) private static let previous = UnsafeMutablePointer<sigaction>.allocate(capacity: 32)
+
+    /// A crash (a trap, SIGSEGV, SIGABRT) skips atexit; restore the terminal
+    /// from the signal handler too (tcsetattr is async-signal-safe), then put
+    /// the previous handler back and re-raise, so the crash is reported as usual.
+    private static func installCrashRestore() {
+        for signal in [SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGTRAP] {
+            var action = sigaction()
+            action.__sigaction_handler.sa_handler = { number in
+                if var settings = Terminal.saved { _ = tcsetattr(Terminal.savedFD, TCSANOW, &settings) }
+                sigaction(number, Terminal.previous + Int(number), nil)
+                raise(number)
+            }
+            sigemptyset(&action.sa_mask)
+            action.sa_flags = 0
+            sigaction(signal, &action, previous + Int(signal))
         }
     }
 
