@@ -60,6 +60,9 @@ struct RunCommand: ParsableCommand {
     @Option(help: "A CPU template (Firecracker's custom template JSON) applied to the guest's CPUID and MSRs.")
     var cpuTemplate: String?
 
+    @Option(help: ArgumentHelp("Seconds of an empty guest console before swiftvm says why that happens (0: never).", visibility: .hidden))
+    var consoleSilenceWarning: Int = 20
+
     @Option(help: ArgumentHelp("The KVM device to open.", visibility: .hidden))
     var kvmDevice: String = "/dev/kvm"
 
@@ -82,6 +85,7 @@ struct RunCommand: ParsableCommand {
         config.initrdPath = initrd
         config.serialInput = !noConsoleInput
         config.kvmPath = kvmDevice
+        config.consoleSilenceWarningSeconds = consoleSilenceWarning > 0 ? consoleSilenceWarning : nil
         if let serialOut { config.serialOutput = .file(serialOut) }
         config.acpi = !noACPI
         config.entropyDevice = !noRNG

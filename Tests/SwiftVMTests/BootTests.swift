@@ -97,6 +97,19 @@ struct BootTests {
         #expect(outcome.stderr.contains("/sbin/init"))
     }
 
+    @Test("a guest that prints nothing gets a warning while it runs, naming the likely causes")
+    func silentConsole() throws {
+        let outcome = try SwiftVMProcess.run(
+            ["run", "--kernel", try Self.guest(), "--cmdline", "reboot=k 8250.nr_uarts=0 testguest.mode=silent",
+             "--console-silence-warning", "1", "--no-console-input", "--no-rng"],
+            timeout: 3)
+        #expect(outcome.timedOut)
+        #expect(outcome.stdout.isEmpty)
+        #expect(outcome.stderr.contains("after 1 s: the guest printed nothing on its serial console"))
+        #expect(outcome.stderr.contains("no console=ttyS0"))
+        #expect(outcome.stderr.contains("8250.nr_uarts=0"))
+    }
+
     @Test("SIGTERM stops a running guest with status 143 and says why")
     func terminate() throws {
         let outcome = try SwiftVMProcess.run(

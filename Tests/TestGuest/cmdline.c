@@ -42,6 +42,7 @@ static void parse_mode(const char *v, uint64_t len, struct guest_params *p)
         { "spin", MODE_SPIN },
         { "reset", MODE_RESET },
         { "blkbench", MODE_BLKBENCH },
+        { "silent", MODE_SILENT },
     };
     for (unsigned i = 0; i < sizeof modes / sizeof modes[0]; i++) {
         if (word_is(v, len, modes[i].name)) {

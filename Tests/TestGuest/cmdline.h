@@ -4,7 +4,7 @@
 
 #include <stdint.h>
 
-enum guest_mode { MODE_SELFTEST, MODE_ECHO, MODE_TRIPLEFAULT, MODE_SPIN, MODE_RESET, MODE_BLKBENCH };
+enum guest_mode { MODE_SELFTEST, MODE_ECHO, MODE_TRIPLEFAULT, MODE_SPIN, MODE_RESET, MODE_BLKBENCH, MODE_SILENT };
 
 /* The block workload of blkbench mode. */
 enum bench_kind { BENCH_SEQREAD, BENCH_RANDREAD, BENCH_SEQWRITE, BENCH_RANDWRITE };

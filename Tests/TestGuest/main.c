@@ -80,6 +80,12 @@ void main(uint64_t zero_page)
     const char *cmdline = zeropage_cmdline();
     cmdline_parse(cmdline, &params);
     int mapped = paging_init(); /* the boot timer sits in the MMIO gap */
+    if (params.mode == MODE_SILENT) {
+        /* A guest that never writes to its console, for the VMM's silence
+         * diagnosis: it spins until stopped from outside. */
+        for (;;)
+            cpu_relax();
+    }
     if (params.mode == MODE_RESET) {
         /* The smallest useful guest, for start-up benchmarks: report
          * "booted" and reset at once, printing nothing. */
@@ -112,6 +118,7 @@ void main(uint64_t zero_page)
         run_blkbench(&params);
         break;
     case MODE_RESET:
+    case MODE_SILENT:
         break; /* handled above */
     }
     switch (params.finish) {

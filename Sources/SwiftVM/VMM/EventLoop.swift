@@ -30,13 +30,12 @@ final class EventLoop: @unchecked Sendable {
     /// Tokens from here up name virtio devices by index.
     private static let firstVirtioToken: UInt64 = 16
     private let virtio: [VirtioEndpoint]
-    /// Called once if the loop has waited this long with `quiet()` still true.
-    private let silence: (milliseconds: Int32, quiet: @Sendable () -> Bool, report: @Sendable () -> Void)?
+    private let silence: SilenceWatch?
 
     init(
         latch: ExitLatch, signals: FileDescriptor, serial: Serial8250?, inputResume: EventFD, input: Int32?,
         escapes: Bool, virtio: [VirtioEndpoint],
-        silence: (milliseconds: Int32, quiet: @Sendable () -> Bool, report: @Sendable () -> Void)? = nil
+        silence: SilenceWatch? = nil
     ) throws(SystemError) {
         self.epoll = try Epoll()
         self.latch = latch
@@ -187,4 +186,12 @@ struct ConsoleEscape {
         }
         return .forward(byte)
     }
+}
+
+/// A one-time report the event loop makes when, after `milliseconds`,
+/// `quiet()` still holds (the guest console has stayed empty).
+struct SilenceWatch: Sendable {
+    let milliseconds: Int32
+    let quiet: @Sendable () -> Bool
+    let report: @Sendable () -> Void
 }

@@ -66,10 +66,10 @@ final class Machine: @unchecked Sendable {
     }
 
     /// A warning, while the guest runs, when its console stays empty.
-    private func silenceWatch(_ config: VMConfig) -> (milliseconds: Int32, quiet: @Sendable () -> Bool, report: @Sendable () -> Void)? {
+    private func silenceWatch(_ config: VMConfig) -> SilenceWatch? {
         guard let console = devices.console, let seconds = config.consoleSilenceWarningSeconds, seconds > 0 else { return nil }
         let commandLine = config.guestCommandLine
-        return (
+        return SilenceWatch(
             milliseconds: Int32(seconds * 1000),
             quiet: { console.bytesSeen == 0 },
             report: { Log.warning("after \(seconds) s: " + ConsoleWatcher.silenceExplanation(commandLine: commandLine)) })
