@@ -138,9 +138,13 @@ struct VirtioEndpoint: Sendable {
     let queueCount: Int
 
     /// Serves every queue: one doorbell covers them all, and a queue with
-    /// nothing new costs one index comparison.
+    /// nothing new costs one index comparison. A queue that still has work
+    /// after its pass rings the doorbell again, so the event loop serves its
+    /// other events in between.
     func serve() {
         notify.drain()
-        for queue in 0..<queueCount { transport.processQueue(queue) }
+        var more = false
+        for queue in 0..<queueCount where transport.processQueue(queue) { more = true }
+        if more { notify.signal() }
     }
 }

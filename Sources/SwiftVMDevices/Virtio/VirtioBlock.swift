@@ -135,12 +135,15 @@ public final class VirtioBlock: VirtioDevice {
         activation.withLock { $0 = nil }
     }
 
-    public func process(queue index: Int) {
-        guard let activation = activation.withLock({ $0 }), let queue = activation.queue(at: index) else { return }
-        while let chain = queue.popAvailable() {
+    @discardableResult
+    public func process(queue index: Int) -> Bool {
+        guard let activation = activation.withLock({ $0 }), let queue = activation.queue(at: index) else { return false }
+        for _ in 0..<VirtioActivation.requestsPerPass {
+            guard let chain = queue.popAvailable() else { return false }
             let length = handle(chain, activation: activation)
             queue.addUsed(head: chain.head, length: length)
         }
+        return true
     }
 }
 

@@ -54,6 +54,9 @@ public struct VirtioActivation: Sendable {
         self.notifier = notifier
     }
 
+    /// Requests one `process(queue:)` call serves before it yields.
+    public static let requestsPerPass = 256
+
     /// Queue `index` if the driver set it up.
     public func queue(at index: Int) -> SplitQueue? {
         queues.indices.contains(index) ? queues[index] : nil
@@ -95,8 +98,13 @@ public protocol VirtioDevice: AnyObject, Sendable {
     func activate(_ activation: VirtioActivation)
     /// Forgets every request and the activation; the device is as new.
     func reset()
-    /// Serves the requests the driver made available on queue `index`.
-    func process(queue index: Int)
+    /// Serves up to `VirtioActivation.requestsPerPass` requests the driver
+    /// made available on queue `index`. Returns true when it stopped at that
+    /// limit, so more may be waiting: the caller serves its other work and
+    /// comes back, and a guest that keeps its queue full cannot hold the
+    /// event loop (and with it SIGTERM and the console) to itself.
+    @discardableResult
+    func process(queue index: Int) -> Bool
 }
 
 /// The device's side of the interrupt and error signals of one transport.

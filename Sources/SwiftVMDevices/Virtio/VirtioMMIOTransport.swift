@@ -69,18 +69,22 @@ public final class VirtioMMIOTransport: BusDevice {
     /// Serves queue `index`: the device performs the requests the driver made
     /// available, then the guest is interrupted if it asked to be. Called on
     /// the event-loop thread; does nothing unless the device is running.
-    public func processQueue(_ index: Int) {
+    /// Returns true when the device stopped at its per-pass limit and more
+    /// requests may be waiting.
+    @discardableResult
+    public func processQueue(_ index: Int) -> Bool {
         let queue = state.withLock { s -> SplitQueue? in
             guard s.status.contains(.driverOK), s.active.indices.contains(index) else { return nil }
             return s.active[index]
         }
         guard let queue else {
             Log.debug("\(notifier.name): notify for queue \(index), which is not running")
-            return
+            return false
         }
-        device.process(queue: index)
+        let more = device.process(queue: index)
         if let failure = queue.failure { notifier.requestReset("queue \(index): \(failure)") }
         if queue.needsNotification() { notifier.signalUsedBuffers() }
+        return more && queue.failure == nil
     }
 
     // MARK: - BusDevice

@@ -60,12 +60,15 @@ public final class VirtioRNG: VirtioDevice {
         activation.withLock { $0 = nil }
     }
 
-    public func process(queue index: Int) {
-        guard let activation = activation.withLock({ $0 }), let queue = activation.queue(at: index) else { return }
-        while let chain = queue.popAvailable() {
+    @discardableResult
+    public func process(queue index: Int) -> Bool {
+        guard let activation = activation.withLock({ $0 }), let queue = activation.queue(at: index) else { return false }
+        for _ in 0..<VirtioActivation.requestsPerPass {
+            guard let chain = queue.popAvailable() else { return false }
             let written = fill(chain, memory: activation.memory)
             queue.addUsed(head: chain.head, length: written)
         }
+        return true
     }
 
     /// Fills the chain's writable buffers, up to ``maxBytesPerRequest`` in

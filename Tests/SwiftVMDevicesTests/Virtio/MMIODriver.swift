@@ -186,7 +186,8 @@ final class SpyDevice: VirtioDevice {
         lastActivation = nil
     }
 
-    func process(queue index: Int) {
+    func process(queue index: Int) -> Bool {
         log.withLock { $0.processed.append(index) }
+        return false
     }
 }

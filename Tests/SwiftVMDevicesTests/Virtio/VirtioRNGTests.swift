@@ -50,6 +50,23 @@ struct VirtioRNGTests {
         #expect(try queue.takeUsed() == [.init(id: 0, length: 0)])
     }
 
+    @Test("one pass serves at most requestsPerPass requests and says when more may wait")
+    func passesAreBounded() throws {
+        let driver = try MMIODriver(device: VirtioRNG(entropy: patternEntropy))
+        let queue = try MockDriverQueue(memory: driver.memory, size: 256)
+        #expect(driver.initialize(queues: [queue]) == 0x0f)
+        for _ in 0..<10 { try queue.makeAvailable(try queue.addChain([.writable(try queue.allocate(8), 8)])) }
+        #expect(driver.transport.processQueue(0) == false, "10 requests fit in one pass")
+        #expect(try queue.takeUsed().count == 10)
+
+        for _ in 0..<VirtioActivation.requestsPerPass {
+            try queue.makeAvailable(try queue.addChain([.writable(try queue.allocate(8), 8)]))
+        }
+        #expect(driver.transport.processQueue(0) == true, "a full pass yields so the event loop can serve other work")
+        #expect(try queue.takeUsed().count == VirtioActivation.requestsPerPass)
+        #expect(driver.transport.processQueue(0) == false)
+    }
+
     @Test func hostEntropyIsNotConstant() throws {
         var first = [UInt8](repeating: 0, count: 37)
         var second = first
