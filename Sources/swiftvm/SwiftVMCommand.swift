@@ -10,6 +10,7 @@ struct SwiftVMCommand: ParsableCommand {
             Boots an x86_64 Linux vmlinux with a serial console, an i8042 controller and \
             virtio-mmio devices. Exit statuses are listed in docs/exit-codes.md.
             """,
+        version: "0.1.0",
         subcommands: [
             RunCommand.self, SelfTestCommand.self, DumpTablesCommand.self, InspectCommand.self, CheckConfigCommand.self,
         ],
