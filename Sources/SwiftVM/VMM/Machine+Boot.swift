@@ -4,7 +4,9 @@ extension Machine {
     /// Maps guest RAM and writes everything the Linux 64-bit boot protocol
     /// expects into it: the kernel, the initrd, the command line, page tables,
     /// GDT, MP table, ACPI tables and zero page. Needs no KVM.
-    static func loadGuest(_ config: VMConfig) throws(VMMError) -> (GuestMemory, LoadedKernel) {
+    /// Returns guest RAM, where the kernel landed, and the kernel file (still
+    /// open, for the pre-flight to read its notes without opening it again).
+    static func loadGuest(_ config: VMConfig) throws(VMMError) -> (GuestMemory, LoadedKernel, FileImage) {
         let commandLine: KernelCommandLine
         do { commandLine = try KernelCommandLine(config.guestCommandLine) } catch {
             throw VMMError(.usage, error.description)
@@ -41,7 +43,7 @@ extension Machine {
                 initrd: initrd, acpiRSDP: rsdp)
             try zeroPage.write(to: memory)
         } catch { throw VMMError(.internalError, "writing boot structures: \(error)") }
-        return (memory, kernel)
+        return (memory, kernel, kernelFile)
     }
 
     private static func loadInitrd(

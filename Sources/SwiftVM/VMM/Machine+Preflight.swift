@@ -46,8 +46,8 @@ extension Machine {
     }
 
     /// Logs the warnings and throws the first error of `commandLineFindings`.
-    static func preflightCommandLine(_ config: VMConfig) throws(VMMError) {
-        guard config.preflight, let kernel = try? FileImage(path: config.kernelPath, role: "kernel") else { return }
+    static func preflightCommandLine(_ config: VMConfig, kernel: FileImage) throws(VMMError) {
+        guard config.preflight else { return }
         let isLinux = ELFNotes.owners(kernel).contains("Linux")
         let findings = commandLineFindings(config, kernelIsLinux: isLinux)
         for finding in findings where finding.severity == .warning { Log.warning(finding.message) }

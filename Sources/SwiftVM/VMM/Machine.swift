@@ -30,8 +30,8 @@ final class Machine: @unchecked Sendable {
 
         // Inputs first: a wrong file is reported even on a host without KVM,
         // and guest RAM is filled before KVM is opened.
-        let (memory, kernel) = try loadGuest(config)
-        try preflightCommandLine(config)
+        let (memory, kernel, kernelFile) = try loadGuest(config)
+        try preflightCommandLine(config, kernel: kernelFile)
         let backends = try openDrives(config)
 
         let latch: ExitLatch

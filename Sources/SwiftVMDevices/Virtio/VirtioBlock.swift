@@ -137,13 +137,8 @@ public final class VirtioBlock: VirtioDevice {
 
     @discardableResult
     public func process(queue index: Int) -> Bool {
-        guard let activation = activation.withLock({ $0 }), let queue = activation.queue(at: index) else { return false }
-        for _ in 0..<VirtioActivation.requestsPerPass {
-            guard let chain = queue.popAvailable() else { return false }
-            let length = handle(chain, activation: activation)
-            queue.addUsed(head: chain.head, length: length)
-        }
-        return true
+        guard let activation = activation.withLock({ $0 }) else { return false }
+        return activation.serve(queue: index) { chain in handle(chain, activation: activation) }
     }
 }
 

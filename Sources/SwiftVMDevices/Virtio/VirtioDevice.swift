@@ -57,6 +57,19 @@ public struct VirtioActivation: Sendable {
     /// Requests one `process(queue:)` call serves before it yields.
     public static let requestsPerPass = 256
 
+    /// One bounded pass over queue `index`: hands each available chain to
+    /// `handle`, which returns the used length, for at most `requestsPerPass`
+    /// chains. Returns true when it stopped at the limit (see
+    /// `VirtioDevice.process(queue:)`).
+    public func serve(queue index: Int, _ handle: (DescriptorChain) -> UInt32) -> Bool {
+        guard let queue = queue(at: index) else { return false }
+        for _ in 0..<Self.requestsPerPass {
+            guard let chain = queue.popAvailable() else { return false }
+            queue.addUsed(head: chain.head, length: handle(chain))
+        }
+        return true
+    }
+
     /// Queue `index` if the driver set it up.
     public func queue(at index: Int) -> SplitQueue? {
         queues.indices.contains(index) ? queues[index] : nil

@@ -62,13 +62,8 @@ public final class VirtioRNG: VirtioDevice {
 
     @discardableResult
     public func process(queue index: Int) -> Bool {
-        guard let activation = activation.withLock({ $0 }), let queue = activation.queue(at: index) else { return false }
-        for _ in 0..<VirtioActivation.requestsPerPass {
-            guard let chain = queue.popAvailable() else { return false }
-            let written = fill(chain, memory: activation.memory)
-            queue.addUsed(head: chain.head, length: written)
-        }
-        return true
+        guard let activation = activation.withLock({ $0 }) else { return false }
+        return activation.serve(queue: index) { chain in fill(chain, memory: activation.memory) }
     }
 
     /// Fills the chain's writable buffers, up to ``maxBytesPerRequest`` in
