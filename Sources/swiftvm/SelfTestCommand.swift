@@ -40,6 +40,17 @@ struct SelfTestCommand: ParsableCommand {
             for scenario in SelfTest.scenarios {
                 for check in test.run(scenario) { report(check) }
             }
+            // What a Linux guest runs that this host's KVM may not.
+            var notes: [String] = []
+            for instruction in SelfTest.instructionProbes {
+                let (check, note) = test.probe(instruction)
+                report(check)
+                if let note { notes.append(note) }
+            }
+            if !notes.isEmpty {
+                print("This host's KVM cannot run some instructions a Linux guest uses; a guest needs:")
+                for note in notes { print("  \(note)") }
+            }
         } else {
             report(SelfTest.Check(
                 name: "test guest", passed: false,

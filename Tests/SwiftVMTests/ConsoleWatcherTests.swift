@@ -44,6 +44,19 @@ struct ConsoleWatcherTests {
         #expect(disabled?.contains("no console=ttyS0") == false)
     }
 
+    @Test("on a host that emulates guests, silence is explained by the emulation, not by the kernel config")
+    func silenceOnEmulatingHost() throws {
+        let emulating = try #require(watch("").summary(commandLine: "console=ttyS0", emulatingHost: true))
+        #expect(emulating.contains("emulates the guest"))
+        #expect(emulating.contains("earlyprintk=serial"))
+        #expect(!emulating.contains("CONFIG_"))
+        let hardware = try #require(watch("").summary(commandLine: "console=ttyS0", emulatingHost: false))
+        #expect(hardware.contains("CONFIG_SERIAL_8250_CONSOLE"))
+        #expect(!hardware.contains("earlyprintk"))
+        // A command line that hides the console is named on either host.
+        #expect(watch("").summary(commandLine: "reboot=k", emulatingHost: true)?.contains("no console=ttyS0") == true)
+    }
+
     @Test("an ordinary boot log needs no explanation")
     func quietWhenFine() {
         #expect(watch("Linux version 6.1\nprintk: console [ttyS0] enabled\n").summary(commandLine: "console=ttyS0") == nil)

@@ -37,8 +37,8 @@ struct SelfTestEvaluationTests {
     func exitStatuses() {
         #expect(VMExitReason.reset.exitCode == 0)
         #expect(VMExitReason.powerOff.exitCode == 0)
-        #expect(VMExitReason.tripleFault(vcpu: 0, registers: nil, instruction: nil).exitCode == 80)
-        #expect(VMExitReason.kvmInternalError(vcpu: 0, suberror: 1, data: [], registers: nil, instruction: nil).exitCode == 81)
+        #expect(VMExitReason.tripleFault(vcpu: 0, state: nil).exitCode == 80)
+        #expect(VMExitReason.kvmInternalError(vcpu: 0, suberror: 1, data: [], state: nil).exitCode == 81)
         #expect(VMExitReason.failEntry(vcpu: 0, reason: 0).exitCode == 82)
         #expect(VMExitReason.guestCrash(vcpu: 0).exitCode == 83)
         #expect(VMExitReason.userQuit.exitCode == 84)

@@ -43,6 +43,7 @@ static void parse_mode(const char *v, uint64_t len, struct guest_params *p)
         { "reset", MODE_RESET },
         { "blkbench", MODE_BLKBENCH },
         { "silent", MODE_SILENT },
+        { "insn", MODE_INSN },
     };
     for (unsigned i = 0; i < sizeof modes / sizeof modes[0]; i++) {
         if (word_is(v, len, modes[i].name)) {
@@ -133,6 +134,10 @@ static void parse_word(const char *w, uint64_t len, struct guest_params *p)
         parse_bench(v, vlen, p);
     else if ((v = value_of(w, len, "testguest.bench_mib=", &vlen)))
         parse_u64(v, vlen, &p->bench_mib);
+    else if ((v = value_of(w, len, "testguest.insn=", &vlen))) {
+        p->insn = v;
+        p->insn_len = vlen;
+    }
 }
 
 void cmdline_parse(const char *cmdline, struct guest_params *p)
@@ -148,6 +153,8 @@ void cmdline_parse(const char *cmdline, struct guest_params *p)
     p->finish = FINISH_RESET;
     p->bench = BENCH_SEQREAD;
     p->bench_mib = 8;
+    p->insn = 0;
+    p->insn_len = 0;
     if (!cmdline)
         return;
 

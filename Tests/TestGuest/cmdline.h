@@ -4,7 +4,7 @@
 
 #include <stdint.h>
 
-enum guest_mode { MODE_SELFTEST, MODE_ECHO, MODE_TRIPLEFAULT, MODE_SPIN, MODE_RESET, MODE_BLKBENCH, MODE_SILENT };
+enum guest_mode { MODE_SELFTEST, MODE_ECHO, MODE_TRIPLEFAULT, MODE_SPIN, MODE_RESET, MODE_BLKBENCH, MODE_SILENT, MODE_INSN };
 
 /* The block workload of blkbench mode. */
 enum bench_kind { BENCH_SEQREAD, BENCH_RANDREAD, BENCH_SEQWRITE, BENCH_RANDWRITE };
@@ -35,6 +35,8 @@ struct guest_params {
     enum guest_finish finish;
     enum bench_kind bench;
     uint64_t bench_mib; /* bytes the workload moves, in MiB */
+    const char *insn;   /* testguest.insn=: the instruction insn mode runs */
+    uint64_t insn_len;
 };
 
 /* Parses a NUL-terminated command line; unknown words are ignored. */

@@ -9,6 +9,7 @@
 #include "blkbench.h"
 #include "idt.h"
 #include "initrd.h"
+#include "insn.h"
 #include "io.h"
 #include "memory.h"
 #include "mptable.h"
@@ -116,6 +117,9 @@ void main(uint64_t zero_page)
         break;
     case MODE_BLKBENCH:
         run_blkbench(&params);
+        break;
+    case MODE_INSN:
+        run_insn(&params);
         break;
     case MODE_RESET:
     case MODE_SILENT:

@@ -85,19 +85,21 @@ public final class ConsoleWatcher: ByteSink {
     /// The explanation to print when the run ends, or nil when there is
     /// nothing to say. Silence is only explained when `silentLongEnough`: a
     /// run stopped after a second says nothing about the console.
-    public func summary(commandLine: String, silentLongEnough: Bool = true) -> String? {
+    public func summary(commandLine: String, silentLongEnough: Bool = true, emulatingHost: Bool = false) -> String? {
         let (seen, findings) = state.withLock { ($0.bytesSeen, $0.findings) }
         if let finding = findings.first {
             return "the guest console showed \"\(finding.signature)\": \(finding.explanation)"
         }
         if seen == 0 && silentLongEnough {
-            return ConsoleWatcher.silenceExplanation(commandLine: commandLine)
+            return ConsoleWatcher.silenceExplanation(commandLine: commandLine, emulatingHost: emulatingHost)
         }
         return nil
     }
 
-    /// Why a guest may print nothing, given its command line.
-    public static func silenceExplanation(commandLine: String) -> String {
+    /// Why a guest may print nothing, given its command line and whether
+    /// the host's KVM emulates guests (no VMX/SVM), where a Linux kernel
+    /// takes half a minute or more to print its first line.
+    public static func silenceExplanation(commandLine: String, emulatingHost: Bool = false) -> String {
         let words = commandLine.split(separator: " ").map(String.init)
         var reasons: [String] = []
         if !words.contains(where: { $0.hasPrefix("console=ttyS") }) {
@@ -106,8 +108,16 @@ public final class ConsoleWatcher: ByteSink {
         if words.contains("8250.nr_uarts=0") {
             reasons.append("8250.nr_uarts=0 switches off the only serial port")
         }
-        reasons.append("the kernel may lack CONFIG_SERIAL_8250, CONFIG_SERIAL_8250_CONSOLE or CONFIG_PRINTK "
-            + "(check with `swiftvm check-config` or `swiftvm inspect kernel`)")
+        if emulatingHost {
+            // The kernel buffers its log until the console is registered, which
+            // takes 15-40 s of wall time under emulation: silence is expected.
+            reasons.append("this host's KVM has no hardware virtualization and emulates the guest, so a Linux "
+                + "kernel prints its first console line only when its serial console is registered, 15 to 40 s "
+                + "into the boot; wait, or add earlyprintk=serial to see the early boot log at once")
+        } else {
+            reasons.append("the kernel may lack CONFIG_SERIAL_8250, CONFIG_SERIAL_8250_CONSOLE or CONFIG_PRINTK "
+                + "(check with `swiftvm check-config` or `swiftvm inspect kernel`)")
+        }
         return "the guest printed nothing on its serial console: " + reasons.joined(separator: "; ")
     }
 }

@@ -109,6 +109,56 @@ public struct SelfTest: Sendable {
         return checks
     }
 
+    /// Instructions an emulating KVM (kvm_pvm) cannot run and a Linux guest
+    /// does; the test guest's insn mode runs each one alone.
+    public static let instructionProbes = ["int3", "popcnt", "clac", "fwait", "cmpxchg16b", "xsave"]
+
+    /// Runs `instruction` in the test guest. The check passes when the outcome
+    /// is understood: the instruction ran, the CPU refused it (#UD), or KVM
+    /// could not emulate it and swiftvm's crash report names it; `note` then
+    /// says what a Linux guest needs on this host.
+    public func probe(_ instruction: String) -> (check: Check, note: String?) {
+        let console = ConsoleCapture()
+        var config = VMConfig(
+            kernelPath: guestPath,
+            commandLine: "console=ttyS0 reboot=k panic=1 testguest.mode=insn testguest.insn=\(instruction)",
+            memoryMiB: 32, serialOutput: .sink(console), serialInput: false)
+        config.kvmPath = kvmPath
+        config.preflight = false
+        config.entropyDevice = false
+        let name = "instruction \(instruction)"
+        let vm: MicroVM
+        do { vm = try MicroVM(config: config) } catch {
+            return (Check(name: name, passed: false, detail: "cannot build the VM: \(error)"), nil)
+        }
+        let watchdog = Watchdog(seconds: timeoutSeconds) { vm.stop(reason: "no result within the time limit") }
+        let reason = vm.run()
+        watchdog.cancel()
+        return SelfTest.evaluateProbe(instruction, reason: reason, console: console.lines)
+    }
+
+    /// Judges an instruction probe from its exit reason and console output.
+    public static func evaluateProbe(_ instruction: String, reason: VMExitReason, console: [String]) -> (check: Check, note: String?) {
+        let name = "instruction \(instruction)"
+        if console.contains("INSN-DONE \(instruction)") {
+            return (Check(name: name, passed: true, detail: "runs"), nil)
+        }
+        if console.contains(where: { $0.hasPrefix("FAIL cpu-exception") }) {
+            return (Check(name: name, passed: true, detail: "the CPU raises an exception (it lacks the instruction)"), nil)
+        }
+        if case .kvmInternalError(_, 1, _, let state) = reason {
+            guard let bytes = state?.instruction, let hint = EmulationHint.decode(bytes), hint.mnemonic == instruction
+            else {
+                return (Check(name: name, passed: false, detail: "KVM could not emulate it, but the crash report "
+                    + "does not name it: \(reason)"), nil)
+            }
+            return (Check(name: name, passed: true, detail: "this KVM cannot emulate it (the crash report names it)"),
+                    "\(instruction): \(hint.fix)")
+        }
+        return (Check(name: name, passed: false, detail: "unexpected outcome: \(reason); console: "
+            + console.suffix(3).joined(separator: " | ")), nil)
+    }
+
     /// Judges a finished run from its exit reason and console output.
     public static func evaluate(_ scenario: Scenario, reason: VMExitReason, console: [String], commandLine: String) -> [Check] {
         var checks: [Check] = []

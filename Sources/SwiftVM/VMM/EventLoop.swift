@@ -31,11 +31,13 @@ final class EventLoop: @unchecked Sendable {
     private static let firstVirtioToken: UInt64 = 16
     private let virtio: [VirtioEndpoint]
     private let silence: SilenceWatch?
+    /// Called on `Signals.stateReport` (SIGUSR1).
+    private let stateRequest: () -> Void
 
     init(
         latch: ExitLatch, signals: FileDescriptor, serial: Serial8250?, inputResume: EventFD, input: Int32?,
         escapes: Bool, virtio: [VirtioEndpoint],
-        silence: SilenceWatch? = nil
+        silence: SilenceWatch? = nil, stateRequest: @escaping () -> Void = {}
     ) throws(SystemError) {
         self.epoll = try Epoll()
         self.latch = latch
@@ -47,6 +49,7 @@ final class EventLoop: @unchecked Sendable {
         self.escapes = escapes
         self.virtio = virtio
         self.silence = silence
+        self.stateRequest = stateRequest
         for (index, endpoint) in virtio.enumerated() {
             try epoll.add(endpoint.notify.rawValue, token: EventLoop.firstVirtioToken + UInt64(index))
         }
@@ -92,7 +95,8 @@ final class EventLoop: @unchecked Sendable {
                 case .stop:
                     return
                 case .signal:
-                    if let number = Signals.readSignal(from: signals) { latch.finish(.signal(number)) }
+                    guard let number = Signals.readSignal(from: signals) else { break }
+                    if number == Signals.stateReport { stateRequest() } else { latch.finish(.signal(number)) }
                 case .inputResume:
                     inputResume.drain()
                     deliverPending()

@@ -14,14 +14,25 @@ final class Machine: @unchecked Sendable {
     let latch: ExitLatch
     /// How long the last `run` lasted, for diagnosis.
     private(set) var runSeconds: Double = 0
+    private let kernelPath: String
+    private let mailbox: VCPUStateMailbox
+    /// The vCPU threads while `run` runs, so their registers can be asked for.
+    private let vcpuThreads = Mutex<[HostThread]>([])
+    /// The kernel's symbol table, read at the first report that needs it.
+    private let symbols = Mutex<KernelSymbols??>(nil)
 
-    private init(kvm: KVM, vm: VirtualMachine, memory: GuestMemory, vcpus: [VCPU], devices: DeviceWiring, latch: ExitLatch) {
+    private init(
+        kvm: KVM, vm: VirtualMachine, memory: GuestMemory, vcpus: [VCPU], devices: DeviceWiring, latch: ExitLatch,
+        mailbox: VCPUStateMailbox, kernelPath: String
+    ) {
         self.kvm = kvm
         self.vm = vm
         self.memory = memory
         self.vcpus = vcpus
         self.devices = devices
         self.latch = latch
+        self.mailbox = mailbox
+        self.kernelPath = kernelPath
     }
 
     static func build(_ config: VMConfig) throws(VMMError) -> Machine {
@@ -35,13 +46,19 @@ final class Machine: @unchecked Sendable {
         let backends = try openDrives(config)
 
         let latch: ExitLatch
-        do { latch = try ExitLatch() } catch { throw VMMError(.hostResource, "\(error)") }
+        let mailbox: VCPUStateMailbox
+        do {
+            latch = try ExitLatch()
+            mailbox = try VCPUStateMailbox()
+        } catch { throw VMMError(.hostResource, "\(error)") }
         let (kvm, vm) = try createVM(config, memory: memory)
         var devices = try DeviceWiring(vm: vm)
         try devices.attachLegacyDevices(config, latch: latch)
         try devices.attachVirtioDevices(config, memory: memory, backends: backends)
         let vcpus = try createVCPUs(kvm: kvm, vm: vm, config: config, entry: kernel.entry)
-        return Machine(kvm: kvm, vm: vm, memory: memory, vcpus: vcpus, devices: devices, latch: latch)
+        return Machine(
+            kvm: kvm, vm: vm, memory: memory, vcpus: vcpus, devices: devices, latch: latch, mailbox: mailbox,
+            kernelPath: config.kernelPath)
     }
 
     /// Opens KVM and creates the VM with its in-kernel devices and guest RAM.
@@ -72,7 +89,34 @@ final class Machine: @unchecked Sendable {
         return SilenceWatch(
             milliseconds: Int32(seconds * 1000),
             quiet: { console.bytesSeen == 0 },
-            report: { Log.warning("after \(seconds) s: " + ConsoleWatcher.silenceExplanation(commandLine: commandLine)) })
+            report: {
+                let why = ConsoleWatcher.silenceExplanation(commandLine: commandLine, emulatingHost: HostReport.isEmulating)
+                Log.warning("after \(seconds) s: " + why)
+            })
+    }
+
+    /// Asks every running vCPU for its registers and describes them (see
+    /// `VCPUReport`); a vCPU that does not stop within a second is named.
+    func vcpuReport() -> String {
+        let threads = vcpuThreads.withLock { $0 }
+        guard threads.count == vcpus.count else { return "the vCPUs are not running" }
+        mailbox.ask(vcpus.map(\.id))
+        for (vcpu, thread) in zip(vcpus, threads) {
+            vcpu.requestExit()
+            thread.send(signal: Signals.vcpuKick)
+        }
+        let (states, silent) = mailbox.collect(timeoutMilliseconds: 1000)
+        return describe(states, silent: silent)
+    }
+
+    private func describe(_ states: [VCPUState], silent: [Int]) -> String {
+        let table = symbols.withLock { cached in
+            if let cached { return cached }
+            let loaded = (try? FileImage(path: kernelPath, role: "kernel")).flatMap { KernelSymbols(image: $0) }
+            cached = .some(loaded)
+            return loaded
+        }
+        return VCPUReport.describe(states, silent: silent, symbols: table)
     }
 
     /// Runs the vCPU threads and the event loop until the latch fires.
@@ -100,21 +144,26 @@ final class Machine: @unchecked Sendable {
             loop = try EventLoop(
                 latch: latch, signals: signals, serial: devices.serial, inputResume: devices.serialInputResume,
                 input: config.serialInput ? 0 : nil, escapes: interactive, virtio: devices.virtio,
-                silence: silenceWatch(config))
+                silence: silenceWatch(config),
+                stateRequest: { [self] in Log.info("vCPU registers (SIGUSR1):\n" + vcpuReport()) })
         } catch { return .vmmError("creating the event loop: \(error)") }
 
         var threads: [HostThread] = []
         do {
             threads.append(try HostThread.spawn(name: "swiftvm-events") { loop.run() })
             for vcpu in vcpus {
-                let runner = VCPURunner(vcpu: vcpu, portBus: devices.portBus, mmioBus: devices.mmioBus, memory: memory, latch: latch)
+                let runner = VCPURunner(
+                    vcpu: vcpu, portBus: devices.portBus, mmioBus: devices.mmioBus, memory: memory, latch: latch,
+                    mailbox: mailbox)
                 threads.append(try HostThread.spawn(name: "swiftvm-vcpu\(vcpu.id)") { runner.run() })
             }
         } catch {
             latch.finish(.vmmError("starting threads: \(error)"))
         }
+        vcpuThreads.withLock { $0 = Array(threads.dropFirst()) }
 
         let reason = latch.wait()
+        vcpuThreads.withLock { $0 = [] }
 
         // Stop: kick every vCPU out of KVM_RUN, stop the loop, wait for all.
         loop.requestStop()
@@ -123,6 +172,15 @@ final class Machine: @unchecked Sendable {
             thread.send(signal: Signals.vcpuKick)
         }
         for thread in threads { thread.join() }
+        switch reason {
+        case .signal, .stopped:
+            // Where the guest was when it was stopped from outside: the first
+            // clue to a boot that hangs or spins.
+            let states = vcpus.compactMap { VCPURunner.state(of: $0, memory: memory) }
+            Log.info("vCPU registers at the stop:\n" + describe(states, silent: []))
+        default:
+            break
+        }
         if Log.isEnabled(.debug) {
             let guest = memory.residentBytes() >> 10
             Log.debug("guest RAM resident at exit: \(guest) KiB of \(memory.size >> 10) KiB")

@@ -32,8 +32,10 @@ public final class MicroVM: Sendable {
     /// the likely cause and fix; nil when there is nothing to explain.
     public var bootDiagnosis: String? {
         let threshold = Double(config.consoleSilenceWarningSeconds ?? Int.max)
+        let silentLongEnough = machine.runSeconds >= threshold
         return machine.devices.console?.summary(
-            commandLine: config.guestCommandLine, silentLongEnough: machine.runSeconds >= threshold)
+            commandLine: config.guestCommandLine, silentLongEnough: silentLongEnough,
+            emulatingHost: silentLongEnough && HostReport.isEmulating)
     }
 
     /// After `run()`: true when the guest wrote nothing at all on its console.

@@ -11,9 +11,12 @@ struct VCPURunner: Sendable {
     let mmioBus: Bus
     let memory: GuestMemory
     let latch: ExitLatch
+    let mailbox: VCPUStateMailbox
 
     func run() {
         Signals.unblockVCPUKick()
+        // A request for registers that comes as the VM stops is answered too.
+        defer { answerIfAsked() }
         while !latch.isSet {
             let exit: VCPUExit
             do { exit = try vcpu.run() } catch {
@@ -30,14 +33,13 @@ struct VCPURunner: Sendable {
             case .mmio(let address, let isWrite, let data):
                 serve(mmioBus, address: address, isWrite: isWrite, data: data, space: "MMIO")
             case .interrupted:
-                continue
+                answerIfAsked()
             case .halt:
                 // With the in-kernel LAPIC, HLT never reaches user space; if it
                 // does, the guest is stopped for good.
                 latch.finish(.powerOff)
             case .shutdown:
-                let (registers, instruction) = crashContext()
-                latch.finish(.tripleFault(vcpu: vcpu.id, registers: registers, instruction: instruction))
+                latch.finish(.tripleFault(vcpu: vcpu.id, state: VCPURunner.state(of: vcpu, memory: memory)))
             case .systemEvent(let type):
                 switch type {
                 case 1: latch.finish(.powerOff)  // KVM_SYSTEM_EVENT_SHUTDOWN
@@ -47,9 +49,8 @@ struct VCPURunner: Sendable {
             case .failEntry(let reason, _):
                 latch.finish(.failEntry(vcpu: vcpu.id, reason: reason))
             case .internalError(let suberror, let data):
-                let (registers, instruction) = crashContext()
                 latch.finish(.kvmInternalError(
-                    vcpu: vcpu.id, suberror: suberror, data: data, registers: registers, instruction: instruction))
+                    vcpu: vcpu.id, suberror: suberror, data: data, state: VCPURunner.state(of: vcpu, memory: memory)))
             case .exception(let number, let errorCode):
                 latch.finish(.vmmError("vCPU \(vcpu.id): unhandled guest exception \(number), error code \(errorCode)"))
             case .unknown(let reason):
@@ -66,11 +67,27 @@ struct VCPURunner: Sendable {
         }
     }
 
-    /// Registers and up to 15 instruction bytes at RIP, for a crash report.
-    private func crashContext() -> (VCPUSnapshot?, [UInt8]?) {
-        guard let snapshot = try? vcpu.snapshot() else { return (nil, nil) }
-        guard let physical = snapshot.ripPhysical else { return (snapshot, nil) }
-        let bytes = try? memory.read(at: GuestAddress(physical), count: 15)
-        return (snapshot, bytes)
+    /// Answers a request for this vCPU's registers (see `VCPUStateMailbox`),
+    /// and lets the next `KVM_RUN` enter the guest again.
+    private func answerIfAsked() {
+        guard mailbox.isAsked(vcpu.id) else { return }
+        if !latch.isSet { vcpu.cancelExitRequest() }
+        if let state = VCPURunner.state(of: vcpu, memory: memory) { mailbox.answer(state) }
+    }
+
+    /// The vCPU's registers and the bytes at RIP; call only while it is not in `KVM_RUN`.
+    static func state(of vcpu: VCPU, memory: GuestMemory) -> VCPUState? {
+        guard let snapshot = try? vcpu.snapshot() else { return nil }
+        var bytes: [UInt8]?
+        if let physical = snapshot.ripPhysical {
+            // Fewer than 15 bytes when RIP sits near the end of RAM.
+            for count in stride(from: 15, through: 1, by: -1) {
+                if let read = try? memory.read(at: GuestAddress(physical), count: count) {
+                    bytes = read
+                    break
+                }
+            }
+        }
+        return VCPUState(vcpu: vcpu.id, registers: snapshot, instruction: bytes)
     }
 }

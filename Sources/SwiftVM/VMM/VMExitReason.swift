@@ -7,9 +7,9 @@ public enum VMExitReason: Sendable, CustomStringConvertible {
     /// The guest powered the machine off.
     case powerOff
     /// A vCPU hit a triple fault: the guest could not handle an exception at all.
-    case tripleFault(vcpu: Int, registers: VCPUSnapshot?, instruction: [UInt8]?)
+    case tripleFault(vcpu: Int, state: VCPUState?)
     /// KVM failed while running guest code, usually an instruction it could not emulate.
-    case kvmInternalError(vcpu: Int, suberror: UInt32, data: [UInt64], registers: VCPUSnapshot?, instruction: [UInt8]?)
+    case kvmInternalError(vcpu: Int, suberror: UInt32, data: [UInt64], state: VCPUState?)
     /// KVM could not enter the guest.
     case failEntry(vcpu: Int, reason: UInt64)
     /// The guest reported a crash through KVM (a system event).
@@ -46,15 +46,16 @@ public enum VMExitReason: Sendable, CustomStringConvertible {
             return "the guest reset the machine"
         case .powerOff:
             return "the guest powered off"
-        case .tripleFault(let vcpu, let registers, let instruction):
+        case .tripleFault(let vcpu, let state):
             return "guest crash: vCPU \(vcpu) hit a triple fault (an exception the guest could not handle)"
-                + VMExitReason.describe(registers, instruction)
-        case .kvmInternalError(let vcpu, let suberror, let data, let registers, let instruction):
+                + VMExitReason.describe(state, withFix: false)
+        case .kvmInternalError(let vcpu, let suberror, let data, let state):
             let what = suberror == 1
                 ? "KVM could not emulate an instruction (suberror 1, KVM_INTERNAL_ERROR_EMULATION)"
                 : "KVM internal error, suberror \(suberror)"
             let extra = data.isEmpty ? "" : "; data " + data.map { "0x" + String($0, radix: 16) }.joined(separator: " ")
-            return "guest crash: vCPU \(vcpu): \(what)\(extra)" + VMExitReason.describe(registers, instruction)
+            return "guest crash: vCPU \(vcpu): \(what)\(extra)"
+                + VMExitReason.describe(state, withFix: suberror == 1)
         case .failEntry(let vcpu, let reason):
             return "KVM could not enter vCPU \(vcpu): hardware entry failure reason 0x\(String(reason, radix: 16))"
         case .guestCrash(let vcpu):
@@ -70,8 +71,12 @@ public enum VMExitReason: Sendable, CustomStringConvertible {
         }
     }
 
-    private static func describe(_ registers: VCPUSnapshot?, _ instruction: [UInt8]?) -> String {
-        guard let registers else { return "" }
+    /// The registers and instruction of a crash; `withFix` adds what gets a
+    /// guest past an instruction this host's KVM cannot emulate.
+    private static func describe(_ state: VCPUState?, withFix: Bool) -> String {
+        guard let state else { return "" }
+        let registers = state.registers
+        let instruction = state.instruction
         var text = "\n  rip 0x\(hex(registers.rip))"
         if let physical = registers.ripPhysical { text += " (guest-physical 0x\(hex(physical)))" }
         text += " rsp 0x\(hex(registers.rsp)) rflags 0x\(hex(registers.rflags))"
@@ -81,6 +86,10 @@ public enum VMExitReason: Sendable, CustomStringConvertible {
                 let digits = String(byte, radix: 16)
                 return digits.count == 1 ? "0" + digits : digits
             }.joined(separator: " ")
+            if let hint = EmulationHint.decode(instruction) {
+                text += " (\(hint.mnemonic))"
+                if withFix { text += "\n  this KVM cannot emulate \(hint.mnemonic): \(hint.fix)" }
+            }
         }
         return text
     }

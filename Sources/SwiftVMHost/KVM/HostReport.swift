@@ -29,6 +29,14 @@ public struct HostReport: Sendable {
         hardwareVirtualization != nil && (kvmModules.contains("kvm_intel") || kvmModules.contains("kvm_amd"))
     }
 
+    /// True when this host's KVM runs guests by instruction emulation (kvm_pvm,
+    /// or no VMX/SVM at all). Cheaper than `probe`: it opens nothing.
+    public static var isEmulating: Bool {
+        if access("/sys/module/kvm_pvm", F_OK) == 0 { return true }
+        return access("/sys/module/kvm_intel", F_OK) != 0 && access("/sys/module/kvm_amd", F_OK) != 0
+            && access("/sys/module/kvm", F_OK) == 0
+    }
+
     public var lines: [String] {
         var lines: [String] = []
         switch kvm {
@@ -43,7 +51,8 @@ public struct HostReport: Sendable {
         }
         if kvmModules.contains("kvm_pvm") {
             lines.append("note: kvm_pvm is a paravirtual backend; unmodified guests run under instruction "
-                + "emulation, slowly, and an unmodified Linux kernel cannot finish booting")
+                + "emulation, slowly, and a stock Linux kernel stops in early boot (its int3 self-test); "
+                + "the test kernel (scripts/build-kernel.sh --test-kernel) boots to user space here")
         }
         return lines
     }

@@ -80,6 +80,26 @@ public struct VCPUSnapshot: Sendable {
     public var csBase: UInt64
     /// The guest-physical address of RIP, when the guest's page tables map it.
     public var ripPhysical: UInt64?
+    /// KVM's multiprocessing state (`KVM_MP_STATE_*`): 0 runnable, 2 waiting
+    /// for INIT/SIPI, 3 halted; nil when KVM did not say.
+    public var mpState: UInt32? = nil
+
+    /// The vCPU's state in words when it is not simply running guest code.
+    public var mpStateDescription: String? {
+        switch mpState {
+        case 1, 2: "not started: waiting for INIT/SIPI"
+        case 3: "halted: waiting for an interrupt"
+        case 4: "starting: SIPI received"
+        default: nil
+        }
+    }
+
+    /// The CPU mode in words: real mode, or the privilege level.
+    public var modeDescription: String {
+        if cr0 & 1 == 0 { return "real mode" }
+        let cpl = csSelector & 3
+        return cpl == 0 ? "kernel mode" : "user mode, CPL \(cpl)"
+    }
 }
 
 extension VCPU {
@@ -200,10 +220,12 @@ extension VCPU {
         try ioctl("KVM_GET_REGS", SVM_KVM_GET_REGS, &regs)
         try ioctl("KVM_GET_SREGS", SVM_KVM_GET_SREGS, &sregs)
         let linear = sregs.cr0 & 1 == 0 || sregs.efer & 0x400 == 0 ? sregs.cs.base &+ regs.rip : regs.rip
+        var mpState = kvm_mp_state()
+        let haveMPState = svm_ioctl_ptr(fd.rawValue, SVM_KVM_GET_MP_STATE, &mpState) == 0
         return VCPUSnapshot(
             rip: regs.rip, rsp: regs.rsp, rflags: regs.rflags, cr0: sregs.cr0, cr3: sregs.cr3, cr4: sregs.cr4,
             efer: sregs.efer, csSelector: sregs.cs.selector, csBase: sregs.cs.base,
-            ripPhysical: translate(linear))
+            ripPhysical: translate(linear), mpState: haveMPState ? mpState.mp_state : nil)
     }
 
     /// The guest-physical address of a guest-linear address under the vCPU's

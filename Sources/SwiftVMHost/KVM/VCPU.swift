@@ -96,4 +96,10 @@ public final class VCPU: @unchecked Sendable {
         // A plain store is enough: the signal that follows is the synchronization point.
         shared.pointee.immediate_exit = 1
     }
+
+    /// Undoes `requestExit` so that `KVM_RUN` enters the guest again. Only the
+    /// vCPU's own thread calls this, between runs.
+    public func cancelExitRequest() {
+        shared.pointee.immediate_exit = 0
+    }
 }

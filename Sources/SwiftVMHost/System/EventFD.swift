@@ -21,6 +21,17 @@ public final class EventFD: Sendable {
         _ = Glibc.write(rawValue, &value, 8)
     }
 
+    /// Waits until the counter is non-zero or `milliseconds` pass (-1: no
+    /// limit); true when it is non-zero. Does not reset the counter.
+    public func wait(timeoutMilliseconds milliseconds: Int32) -> Bool {
+        var entry = pollfd(fd: rawValue, events: Int16(POLLIN), revents: 0)
+        while true {
+            let result = poll(&entry, 1, milliseconds)
+            if result == -1 && errno == EINTR { continue }
+            return result > 0
+        }
+    }
+
     /// Reads and resets the counter; with a non-blocking eventfd returns 0 when nothing is pending.
     @discardableResult
     public func drain() -> UInt64 {

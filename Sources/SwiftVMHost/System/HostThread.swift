@@ -76,13 +76,16 @@ public enum Signals {
     /// The signals that end the VMM from outside.
     public static let termination: [Int32] = [SIGINT, SIGTERM, SIGHUP, SIGQUIT]
 
-    /// Blocks the termination signals in the calling thread (threads started
+    /// The signal that asks the VMM to print every vCPU's registers.
+    public static let stateReport: Int32 = SIGUSR1
+
+    /// Blocks the termination signals and `stateReport` in the calling thread (threads started
     /// later inherit the mask) and returns a signalfd that reports them, so the
     /// event loop handles them like any other input and can restore the terminal.
     public static func blockTerminationSignals() throws(SystemError) -> FileDescriptor {
         var set = sigset_t()
         sigemptyset(&set)
-        for signal in termination { sigaddset(&set, signal) }
+        for signal in termination + [stateReport] { sigaddset(&set, signal) }
         let result = pthread_sigmask(SIG_BLOCK, &set, nil)
         if result != 0 { throw SystemError("pthread_sigmask", errno: result) }
         let fd = try sys("signalfd") { signalfd(-1, &set, Int32(SFD_CLOEXEC | SFD_NONBLOCK)) }

@@ -48,10 +48,12 @@ struct SwiftVMProcess {
     }()
 
     /// Runs swiftvm with `arguments`; `input` is written to its standard input
-    /// (once `waitFor` appears on its standard output, if given).
+    /// (once `waitFor` appears on its standard output, if given). Each of
+    /// `signals` is sent, in order, once its text appears on standard output
+    /// or standard error.
     static func run(
         _ arguments: [String], input: String? = nil, waitFor: String? = nil, timeout: TimeInterval = 60,
-        signal: Int32? = nil
+        signal: Int32? = nil, signals: [(after: String, signal: Int32)] = []
     ) throws -> Outcome {
         let binary = try #require(binary, "the swiftvm executable was not built next to the tests")
         let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("swiftvm-test-\(UUID().uuidString)")
@@ -75,7 +77,15 @@ struct SwiftVMProcess {
         func output() -> String { (try? String(contentsOf: outURL, encoding: .utf8)) ?? "" }
         var sent = false
         var signalled = false
+        var pendingSignals = signals[...]
         while process.isRunning && Date() < deadline {
+            if let next = pendingSignals.first {
+                let seen = output() + ((try? String(contentsOf: errURL, encoding: .utf8)) ?? "")
+                if seen.contains(next.after) {
+                    kill(process.processIdentifier, next.signal)
+                    pendingSignals = pendingSignals.dropFirst()
+                }
+            }
             if let input, !sent, waitFor.map({ output().contains($0) }) ?? true {
                 stdin.fileHandleForWriting.write(Data(input.utf8))
                 sent = true
