@@ -3,8 +3,11 @@ public struct KernelCommandLine: Equatable, Sendable, CustomStringConvertible {
     /// The command line swiftvm gives an x86_64 guest unless told otherwise.
     ///
     /// - `console=ttyS0`: kernel messages go to the one emulated UART (COM1).
-    /// - `reboot=k`: reboot through the i8042 reset line, the only reset the
-    ///   VMM emulates; other methods would hang the guest.
+    /// - `reboot=k`: reboot by writing 0xfe to port 0x64, the i8042 reset line
+    ///   swiftvm emulates. The kernel does that write itself, with or without
+    ///   an i8042 driver. (The FADT's reset register names the same port, so
+    ///   an ACPI reboot gets there too; the BIOS and PCI methods reach nothing
+    ///   swiftvm emulates.)
     /// - `panic=1`: reboot one second after a panic instead of hanging, so the
     ///   VMM sees the guest stop.
     /// - `nomodule`: no module loading; the guest kernel is built without modules.

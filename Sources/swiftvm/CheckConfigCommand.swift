@@ -9,7 +9,7 @@ struct CheckConfigCommand: ParsableCommand {
         discussion: """
             Reads a kernel .config (the one in the build tree, the "config" file next to a kernel \
             built by scripts/build-kernel.sh, or /proc/config.gz unpacked) and reports every option \
-            that would leave the guest silent, without its disk or devices, hanging on reboot, or \
+            that would leave the guest silent, without its disk or devices, deaf to the host's Ctrl-Alt-Del, or \
             unbootable, with the line to use instead. Exits 0 when there are no errors (warnings \
             are allowed) and 65 when there are.
             """)

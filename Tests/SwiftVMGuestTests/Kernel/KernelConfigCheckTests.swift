@@ -37,7 +37,7 @@ struct KernelConfigCheckTests {
         #expect(findings.isEmpty, "\(findings.map(\.description))")
     }
 
-    @Test("a missing virtio driver is an error", arguments: ["VIRTIO_MMIO", "VIRTIO_BLK", "VIRTIO_NET", "VSOCKETS", "VIRTIO_VSOCKETS", "HW_RANDOM_VIRTIO", "VIRTIO_BALLOON"])
+    @Test("a missing driver for a device swiftvm always gives is an error", arguments: ["VIRTIO_MMIO", "VIRTIO_BLK", "HW_RANDOM_VIRTIO"])
     func missingVirtio(option: String) throws {
         for path in GuestPath.allCases {
             let findings = try Self.findings(path, [option: nil])
@@ -46,6 +46,29 @@ struct KernelConfigCheckTests {
             #expect(finding.description.hasPrefix("error CONFIG_\(option) is not set: "))
             #expect(finding.fix.hasPrefix("CONFIG_\(option)=y"))
         }
+    }
+
+    @Test("a missing driver for a device attached only on request is a warning that says so",
+          arguments: ["VIRTIO_NET", "VSOCKETS", "VIRTIO_VSOCKETS", "VIRTIO_BALLOON"])
+    func missingOptionalVirtio(option: String) throws {
+        for path in GuestPath.allCases {
+            let findings = try Self.findings(path, [option: nil])
+            #expect(findings.map(\.option) == ["CONFIG_" + option])
+            let finding = try #require(findings.first)
+            #expect(finding.severity == .warning)
+            #expect(finding.problem.contains(" is attached"), "\(finding.problem)")
+            #expect(finding.fix.hasPrefix("CONFIG_\(option)=y"))
+        }
+    }
+
+    @Test("no virtio-rng driver: the host's entropy is unused, but nothing claims getrandom() stalls")
+    func entropy() throws {
+        let finding = try #require(try Self.findings(.x86_64ACPI, ["HW_RANDOM_VIRTIO": nil]).first)
+        #expect(finding.problem.contains("host entropy never seeds the kernel's CRNG"))
+        #expect(!finding.problem.contains("stall"))
+        let trustCPU = try #require(try Self.findings(.aarch64, ["RANDOM_TRUST_CPU": nil]).first)
+        #expect(trustCPU.severity == .warning)
+        #expect(!trustCPU.problem.contains("stall"))
     }
 
     @Test("a virtio driver built as a module is its own error")
@@ -59,12 +82,23 @@ struct KernelConfigCheckTests {
         #expect(finding.fix == "CONFIG_VIRTIO_BLK=y (built in: CONFIG_MODULES is off in a microVM guest, so =m cannot load)")
     }
 
-    @Test("no 8250 driver, or no console on it, boots into silence", arguments: ["SERIAL_8250", "SERIAL_8250_CONSOLE", "PRINTK"])
+    @Test("no 8250 driver, or no console on it, boots into silence", arguments: ["SERIAL_8250", "SERIAL_8250_CONSOLE"])
     func silentConsole(option: String) throws {
         for path in GuestPath.allCases {
             let finding = try #require(try Self.findings(path, [option: nil]).first { $0.option == "CONFIG_" + option })
             #expect(finding.severity == .error)
             #expect(finding.problem.contains("the kernel boots into silence: no boot messages"))
+        }
+    }
+
+    @Test("no printk: the kernel's own messages are gone, not userspace's")
+    func noPrintk() throws {
+        for path in GuestPath.allCases {
+            let finding = try #require(try Self.findings(path, ["PRINTK": nil]).first)
+            #expect(finding.option == "CONFIG_PRINTK")
+            #expect(finding.severity == .error)
+            #expect(finding.problem.contains("no boot log and no panic text"))
+            #expect(!finding.problem.contains("shell prompt"))
         }
     }
 
@@ -75,12 +109,14 @@ struct KernelConfigCheckTests {
         #expect(finding.problem.contains("boots into silence"))
     }
 
-    @Test("ACPI without PCI is an error on the ACPI path")
+    @Test("ACPI without PCI is a warning on the ACPI path: 6.1 builds it, but it is untested")
     func acpiWithoutPCI() throws {
         let findings = try Self.findings(.x86_64ACPI, ["PCI": nil])
         #expect(findings.map(\.description) == [
-            "error CONFIG_PCI is not set: the kernel fails to boot with ACPI enabled: ACPI initialisation walks PCI configuration space."
-                + " Fix: CONFIG_PCI=y (needed alongside CONFIG_ACPI=y even though there is no PCI bus)",
+            "warning CONFIG_PCI is not set: ACPI without the PCI core is an untested combination on x86: Linux 6.1 builds it,"
+                + " but microVM kernels with ACPI are built and tested with PCI on, and Firecracker documents CONFIG_PCI=y"
+                + " as needed for ACPI initialisation."
+                + " Fix: CONFIG_PCI=y (no PCI bus is needed; it is the configuration ACPI guests are tested in)",
         ])
         // Without ACPI nothing needs PCI.
         #expect(try Self.findings(.x86_64NoACPI, ["PCI": nil]).isEmpty)
@@ -91,6 +127,7 @@ struct KernelConfigCheckTests {
         let findings = try Self.findings(.x86_64ACPI, ["ACPI": nil])
         #expect(findings.map(\.option) == ["CONFIG_ACPI"])
         #expect(findings.first?.severity == .error)
+        #expect(findings.first?.problem.contains("no root disk") == true)
     }
 
     @Test("VIRTIO_MMIO_CMDLINE_DEVICES: a warning with ACPI, an error when missing without it")
@@ -107,15 +144,17 @@ struct KernelConfigCheckTests {
         #expect(withoutACPI.first?.problem.contains("virtio_mmio.device=") == true)
     }
 
-    @Test("no i8042 or AT keyboard driver: the VM hangs on reboot", arguments: ["SERIO_I8042", "KEYBOARD_ATKBD"])
-    func rebootPath(option: String) throws {
+    @Test("no i8042 or AT keyboard driver: a warning about Ctrl-Alt-Del, not about reboot", arguments: ["SERIO_I8042", "KEYBOARD_ATKBD"])
+    func ctrlAltDel(option: String) throws {
         for path in [GuestPath.x86_64ACPI, .x86_64NoACPI] {
             let finding = try #require(try Self.findings(path, [option: nil]).first)
             #expect(finding.option == "CONFIG_" + option)
-            #expect(finding.severity == .error)
-            #expect(finding.problem.hasPrefix("the VM hangs on reboot"))
+            #expect(finding.severity == .warning)
+            #expect(finding.problem.contains("Ctrl-Alt-Del the host sends through the i8042"))
+            #expect(finding.problem.contains("reboot=k does not need it"))
+            #expect(!finding.problem.contains("hangs"))
         }
-        #expect(try Self.findings(.aarch64, [option: nil]).isEmpty, "aarch64 reboots through PSCI")
+        #expect(try Self.findings(.aarch64, [option: nil]).isEmpty, "aarch64 has no i8042")
     }
 
     @Test("64K and 16K pages on aarch64 are one error each, naming the page size")
@@ -141,6 +180,28 @@ struct KernelConfigCheckTests {
         let findings = try Self.findings(.x86_64ACPI, ["KVM_GUEST": nil, "PTP_1588_CLOCK_KVM": nil])
         #expect(findings.map(\.severity) == [.warning, .warning])
         #expect(findings.first?.fix.contains("kvmclock") == true)
+        #expect(findings.first?.problem.contains("wall clock starts at 1970") == true)
+    }
+
+    @Test("aarch64: EFI and the GICv2 driver are warnings (swiftvm boots the raw Image on a GICv3); the GICv3 and the timer are fatal")
+    func aarch64Firmware() throws {
+        let efi = try Self.findings(.aarch64, ["EFI": nil, "EFI_STUB": nil])
+        #expect(efi.map(\.option) == ["CONFIG_EFI"])
+        #expect(efi.first?.severity == .warning)
+        #expect(efi.first?.problem.contains("swiftvm does not need it") == true)
+
+        let gicV2 = try Self.findings(.aarch64, ["ARM_GIC": nil])
+        #expect(gicV2.map(\.severity) == [.warning])
+        #expect(try Self.findings(.aarch64, ["ARM_GIC_V3": nil]).map(\.severity) == [.error])
+        let timer = try #require(try Self.findings(.aarch64, ["ARM_ARCH_TIMER": nil]).first)
+        #expect(timer.severity == .error)
+        #expect(timer.problem.contains("panics in time_init()"))
+    }
+
+    @Test("no rule names an option without a prompt that only another option selects")
+    func noHiddenOptions() {
+        let options = Set(KernelConfigCheck.rules.map(\.option))
+        #expect(options.isDisjoint(with: ["CONFIG_EFI_STUB", "CONFIG_HVC_DRIVER"]))
     }
 
     @Test("errors come before warnings, and the summary counts both")
