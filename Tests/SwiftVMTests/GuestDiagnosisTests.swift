@@ -70,6 +70,8 @@ struct GuestDiagnosisTests {
         #expect(outcome.status == 81, "stderr: \(outcome.stderr)")
         let bytesLine = try #require(outcome.stderr.split(separator: "\n").first { $0.contains("instruction bytes at rip:") })
         #expect(bytesLine.hasSuffix("(\(instruction))"))
+        // RIP is named from the guest's symbol table.
+        #expect(outcome.stderr.contains("<run_insn+0x"))
         #expect(outcome.stderr.contains("this KVM cannot emulate \(instruction): "))
         #expect(outcome.stderr.contains(fix))
     }

@@ -110,13 +110,17 @@ final class Machine: @unchecked Sendable {
     }
 
     private func describe(_ states: [VCPUState], silent: [Int]) -> String {
-        let table = symbols.withLock { cached in
+        VCPUReport.describe(states, silent: silent, symbols: kernelSymbols())
+    }
+
+    /// The kernel's symbol table, read once, at the first report that needs it.
+    private func kernelSymbols() -> KernelSymbols? {
+        symbols.withLock { cached in
             if let cached { return cached }
             let loaded = (try? FileImage(path: kernelPath, role: "kernel")).flatMap { KernelSymbols(image: $0) }
             cached = .some(loaded)
             return loaded
         }
-        return VCPUReport.describe(states, silent: silent, symbols: table)
     }
 
     /// Runs the vCPU threads and the event loop until the latch fires.
@@ -162,8 +166,12 @@ final class Machine: @unchecked Sendable {
         }
         vcpuThreads.withLock { $0 = Array(threads.dropFirst()) }
 
-        let reason = latch.wait()
+        var reason = latch.wait()
         vcpuThreads.withLock { $0 = [] }
+        if reason.crashState != nil {
+            let table = kernelSymbols()
+            reason = reason.symbolized { table?.describe($0) }
+        }
 
         // Stop: kick every vCPU out of KVM_RUN, stop the loop, wait for all.
         loop.requestStop()

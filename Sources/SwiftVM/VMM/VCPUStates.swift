@@ -7,6 +7,9 @@ public struct VCPUState: Sendable {
     public var registers: VCPUSnapshot
     /// Up to 15 bytes at RIP, when the guest's page tables map it.
     public var instruction: [UInt8]?
+    /// The kernel symbol RIP is in (`native_safe_halt+0x6/0x10`), when the
+    /// kernel file has a symbol table.
+    public var symbol: String? = nil
 }
 
 /// Asks running vCPU threads for their registers: the asker marks the vCPUs

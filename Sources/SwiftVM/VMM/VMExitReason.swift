@@ -78,6 +78,7 @@ public enum VMExitReason: Sendable, CustomStringConvertible {
         let registers = state.registers
         let instruction = state.instruction
         var text = "\n  rip 0x\(hex(registers.rip))"
+        if let symbol = state.symbol { text += " <\(symbol)>" }
         if let physical = registers.ripPhysical { text += " (guest-physical 0x\(hex(physical)))" }
         text += " rsp 0x\(hex(registers.rsp)) rflags 0x\(hex(registers.rflags))"
         text += "\n  cr0 0x\(hex(registers.cr0)) cr3 0x\(hex(registers.cr3)) cr4 0x\(hex(registers.cr4)) efer 0x\(hex(registers.efer))"
@@ -95,6 +96,28 @@ public enum VMExitReason: Sendable, CustomStringConvertible {
     }
 
     private static func hex(_ value: UInt64) -> String { String(value, radix: 16) }
+
+    /// The crashed vCPU's state, for the reasons that carry one.
+    var crashState: VCPUState? {
+        switch self {
+        case .tripleFault(_, let state), .kvmInternalError(_, _, _, let state): state
+        default: nil
+        }
+    }
+
+    /// The same reason with `name` filling in the crashed vCPU's symbol.
+    func symbolized(_ name: (UInt64) -> String?) -> VMExitReason {
+        switch self {
+        case .tripleFault(let vcpu, var state?):
+            state.symbol = name(state.registers.rip)
+            return .tripleFault(vcpu: vcpu, state: state)
+        case .kvmInternalError(let vcpu, let suberror, let data, var state?):
+            state.symbol = name(state.registers.rip)
+            return .kvmInternalError(vcpu: vcpu, suberror: suberror, data: data, state: state)
+        default:
+            return self
+        }
+    }
 }
 
 /// The exit statuses of `swiftvm`, one per kind of outcome.

@@ -40,10 +40,21 @@ public struct KernelSymbols: Sendable {
             if symbols[middle].address <= address { low = middle + 1 } else { high = middle }
         }
         guard low > 0 else { return nil }
-        // Prefer a symbol that has a size and covers the address, among those at the same start.
+        // A label inside a function (an assembler label has no size) names the
+        // function less well than the function does: prefer a nearby sized
+        // symbol that covers the address, as the kernel's own reports do.
         var index = low - 1
-        let start = symbols[index].address
-        while index > 0, symbols[index - 1].address == start, symbols[index].size == 0 { index -= 1 }
+        if symbols[index].size == 0 {
+            var candidate = index
+            while candidate > 0, index - candidate < 64 {
+                candidate -= 1
+                let covering = symbols[candidate]
+                if covering.size > 0, address - covering.address < covering.size {
+                    index = candidate
+                    break
+                }
+            }
+        }
         let symbol = symbols[index]
         let offset = address - symbol.address
         if symbol.size > 0, offset >= symbol.size, offset > 0x10000 { return nil }

@@ -33,13 +33,16 @@ struct KernelSymbolsTests {
         ("native_safe_halt", 0xffff_ffff_8100_1000, 0x10, 2),
         ("entry_SYSCALL_64", 0xffff_ffff_8120_0000, 0, 0),  // an assembler label: no type, no size
         ("jiffies", 0xffff_ffff_8200_0000, 8, 1),  // data: never a RIP
+        ("int3_selftest", 0xffff_ffff_8130_0000, 0x40, 2),
+        ("int3_selftest_ip", 0xffff_ffff_8130_0010, 0, 0),  // a label inside it
         (".Ltmp1", 0xffff_ffff_8100_1004, 0, 0),
     ])
 
     @Test("an address inside a function is named as the kernel's own reports name it")
     func insideFunction() throws {
         let symbols = try #require(KernelSymbols(image: InMemoryImage(table)))
-        #expect(symbols.count == 2)
+        #expect(symbols.count == 4)
+        #expect(symbols.describe(0xffff_ffff_8130_0010) == "int3_selftest+0x10/0x40")
         #expect(symbols.describe(0xffff_ffff_8100_1006) == "native_safe_halt+0x6/0x10")
         #expect(symbols.describe(0xffff_ffff_8100_1000) == "native_safe_halt+0x0/0x10")
         #expect(symbols.describe(0xffff_ffff_8120_0010) == "entry_SYSCALL_64+0x10")
