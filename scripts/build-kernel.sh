@@ -41,6 +41,13 @@ Options:
                      clean ("make mrproper"), since the build is out of tree
                      (default: $DEFAULT_SOURCE, from the
                      Debian package $SOURCE_PACKAGE)
+  --patch FILE       apply FILE (patch -p1) to a private copy of the tarball's
+                     source before building; repeatable, applied in order.
+                     A patched kernel has a cache key of its own
+  --test-kernel      the TEST KERNEL for hosts whose KVM only emulates guests
+                     (kvm_pvm): applies every GuestConfigs/test-kernel/*.patch.
+                     Those patches work around the emulator and weaken the
+                     kernel; never use such a kernel outside a test host
   --arch ARCH        target architecture: x86_64 (default; artifact vmlinux)
                      or aarch64 (cross-compiled with ARCH=arm64
                      CROSS_COMPILE=aarch64-linux-gnu-; artifact Image, from
@@ -101,6 +108,7 @@ fmt_duration() { printf '%dm%02ds' $(($1 / 60)) $(($1 % 60)); }
 config=
 overlays=()
 source_path=$DEFAULT_SOURCE
+patches=()
 arch=x86_64
 jobs=$(nproc)
 cache=${SWIFTVM_CACHE:-$HOME/.cache/swiftvm}
@@ -119,6 +127,12 @@ while [[ $# -gt 0 ]]; do
         --overlay=*) overlays+=("${1#*=}"); shift ;;
         --source) need_arg "$@"; source_path=$2; shift 2 ;;
         --source=*) source_path=${1#*=}; shift ;;
+        --patch) need_arg "$@"; patches+=("$2"); shift 2 ;;
+        --patch=*) patches+=("${1#*=}"); shift ;;
+        --test-kernel)
+            for p in "$REPO_ROOT"/GuestConfigs/test-kernel/*.patch; do patches+=("$p"); done
+            shift
+            ;;
         --arch) need_arg "$@"; arch=$2; shift 2 ;;
         --arch=*) arch=${1#*=}; shift ;;
         --jobs | -j) need_arg "$@"; jobs=$2; shift 2 ;;
@@ -139,6 +153,20 @@ done
 kb_arch_setup "$arch" || die $E_USAGE "unknown --arch '$arch' (x86_64 or aarch64)"
 [[ -n $config ]] || config="$REPO_ROOT/GuestConfigs/microvm-$arch-6.1.config"
 
+# Applies each PATCH (unified diff, paths a/... b/...) in order to the
+# unpacked tarball under TREE, whose kernel tree is its one top-level
+# directory or TREE itself. The patches' content is part of the cache key.
+apply_patches() {
+    local tree=$1 dir patch
+    shift
+    for dir in "$tree"/*/ "$tree/"; do
+        [[ -f $dir/Makefile && -d $dir/kernel ]] && break
+    done
+    for patch in "$@"; do
+        patch -d "$dir" -p1 --forward --batch --no-backup-if-mismatch <"$patch" || return 1
+    done
+}
+
 # Makes PATH absolute, or exits if it is not a file; WHAT names it in the error.
 absolute_fragment() {
     [[ -f $1 ]] || die $E_USAGE "$2 not found: $1"
@@ -155,6 +183,9 @@ check_duplicates() {
 }
 
 config=$(absolute_fragment "$config" "config fragment")
+for i in "${!patches[@]}"; do
+    patches[i]=$(absolute_fragment "${patches[i]}" "patch")
+done
 check_duplicates "$config"
 for i in "${!overlays[@]}"; do
     overlays[i]=$(absolute_fragment "${overlays[i]}" "overlay fragment")
@@ -234,8 +265,12 @@ identify_source() {
             die $E_USAGE "$source_path does not look like a kernel source tree"
         src_version=$(make -s -C "$source_path" kernelversion 2>/dev/null) ||
             die $E_USAGE "'make kernelversion' failed in $source_path"
-        # A tree can be edited in place; its version alone cannot see that.
-        src_id="tree:$source_path:$src_version"
+        [[ ${#patches[@]} -eq 0 ]] ||
+            die $E_USAGE "--patch works on a tarball source; apply the patches to $source_path yourself (patch -p1 < FILE)"
+        # A tree can be edited in place, and its version alone cannot see
+        # that: every file's name, size and modification time go into the key.
+        src_id="tree:$source_path:$src_version:$(find "$source_path" -path "$source_path/.git" -prune -o -type f \
+            -printf '%P %s %T@\n' | LC_ALL=C sort | sha 16)"
     else
         local pkg size mtime
         size=$(stat -c %s "$source_path")
@@ -268,9 +303,10 @@ key_hash=$(
         grep -E '^(CONFIG_[A-Za-z0-9_]+=|# CONFIG_[A-Za-z0-9_]+ is not set$)' <<<"$fragment_text" || true
         echo "--- recipe"
         grep -vE '^[[:space:]]*(#|$)' "$RECIPE"
+        [[ ${#patches[@]} -eq 0 ]] || { echo "--- patches"; cat "${patches[@]}"; }
     } | sha 12
 )
-key="$arch-$src_version-$key_hash"
+key="$arch-$src_version${patches[*]:+-patched}-$key_hash"
 out_dir="$cache/kernels/$key"
 artifact="$out_dir/$KB_ARTIFACT_NAME"
 
@@ -305,6 +341,7 @@ fi
 
 log "building $key"
 log "  source: $source_path ($src_version)"
+for patch in "${patches[@]}"; do log "  patch:  $patch"; done
 log "  config: $config"
 for overlay in "${overlays[@]}"; do log "  overlay: $overlay"; done
 log "  jobs:   $jobs"
@@ -314,12 +351,18 @@ log "  jobs:   $jobs"
 if [[ -d $source_path ]]; then
     src_tree=$source_path
 else
-    src_dir="$cache/src/$(basename "${source_path%.tar*}")-$(echo "$src_id" | sha 12)"
+    # A patched source is a copy of its own, keyed by the patches as well.
+    src_dir="$cache/src/$(basename "${source_path%.tar*}")-$( (echo "$src_id"; [[ ${#patches[@]} -eq 0 ]] || cat "${patches[@]}") | sha 12)"
     if [[ ! -f $src_dir/.unpacked ]]; then
         log "unpacking $(basename "$source_path") into $src_dir"
         rm -rf "$src_dir" "$src_dir.tmp"
         mkdir -p "$src_dir.tmp"
         tar -xf "$source_path" -C "$src_dir.tmp"
+        if [[ ${#patches[@]} -gt 0 ]]; then
+            log "applying ${#patches[@]} patch(es)"
+            apply_patches "$src_dir.tmp" "${patches[@]}" >&2 ||
+                die $E_BUILD "a patch did not apply to $(basename "$source_path"); see the lines above"
+        fi
         mv "$src_dir.tmp" "$src_dir"
         touch "$src_dir/.unpacked"
     else
@@ -399,6 +442,7 @@ cp "$fragment" "$out_dir/fragment.config"
     echo "source:   $source_path ($src_version)"
     echo "config:   $config"
     for overlay in "${overlays[@]}"; do echo "overlay:  $overlay"; done
+    for patch in "${patches[@]}"; do echo "patch:    $patch"; done
     echo "compiler: $compiler_id"
     echo "built:    $(date -u '+%Y-%m-%dT%H:%M:%SZ') in $(fmt_duration $((SECONDS - step_start)))"
 } >"$out_dir/info"

@@ -141,12 +141,14 @@ if [ -f /etc/swiftvm-test-command ]; then
     /bin/sh /etc/swiftvm-test-command
     echo "SWIFTVM-TEST-EXIT $?"
     sync
+    mount -o remount,ro / 2>/dev/null
     poweroff -f
 fi
 # A shell with job control on the console (ttyS0); PID 1 must not exit, so
 # power off when the shell does.
 setsid cttyhack /bin/sh -l
 sync
+mount -o remount,ro / 2>/dev/null
 poweroff -f
 EOF
 chmod 0755 "$tree/sbin/init"

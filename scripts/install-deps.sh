@@ -6,7 +6,7 @@ set -euo pipefail
 
 packages=(gcc make binutils e2fsprogs busybox-static acpica-tools device-tree-compiler liburing-dev)
 if [[ "${1:-}" == "--kernel" ]]; then
-  packages+=(linux-source-6.1 flex bison bc libelf-dev libssl-dev xz-utils)
+  packages+=(linux-source-6.1 flex bison bc libelf-dev libssl-dev xz-utils patch)
 fi
 
 missing=()
