@@ -1,12 +1,16 @@
 // swift-tools-version: 6.0
 import PackageDescription
 
-// Layers, lowest first; each target imports only targets listed before it.
+// Modules, lowest first; each imports only modules listed before it.
 //   CSwiftVM        C shim over the Linux UAPI headers (ioctl numbers, wrappers)
-//   SwiftVMGuest    guest memory and the pure builders (loaders, zero page, tables, CPUID)
-//   SwiftVMHost     syscalls, file descriptors, eventfd/epoll, threads; /dev/kvm, VM, vCPU
+//   SwiftVMMemory   guest memory and addresses, image byte sources, the log
+//   SwiftVMBoot     pure boot builders: kernel loaders, zero page, page tables, GDT,
+//                   MP table, ACPI, device tree, CPUID and CPU templates
+//   SwiftVMInspect  image inspection for pre-flight and diagnosis: ext4 reader and init
+//                   search, kernel inspection and symbols, DEFLATE, kernel config checks
 //   SwiftVMDevices  buses and emulated devices; they see guest memory, never KVM
-//   SwiftVM         the VMM: assembles a machine, runs vCPUs and the event loop
+//   SwiftVMHost     syscalls, file descriptors, eventfd/epoll, threads; /dev/kvm, VM, vCPU
+//   SwiftVM         the VMM: assembles a machine, runs vCPUs and the event loop (the library)
 //   swiftvm         the command-line front end
 let package = Package(
     name: "swiftvm",
@@ -19,16 +23,25 @@ let package = Package(
     ],
     targets: [
         .target(name: "CSwiftVM", cSettings: [.define("_GNU_SOURCE")], linkerSettings: [.linkedLibrary("uring")]),
-        .target(name: "SwiftVMGuest"),
-        .target(name: "SwiftVMHost", dependencies: ["CSwiftVM", "SwiftVMGuest"]),
-        .target(name: "SwiftVMDevices", dependencies: ["SwiftVMGuest"]),
-        .target(name: "SwiftVM", dependencies: ["SwiftVMHost", "SwiftVMGuest", "SwiftVMDevices"]),
+        .target(name: "SwiftVMMemory"),
+        .target(name: "SwiftVMBoot", dependencies: ["SwiftVMMemory"]),
+        .target(name: "SwiftVMInspect", dependencies: ["SwiftVMMemory", "SwiftVMBoot"]),
+        .target(name: "SwiftVMDevices", dependencies: ["SwiftVMMemory", "SwiftVMBoot"]),
+        .target(name: "SwiftVMHost", dependencies: ["CSwiftVM", "SwiftVMMemory", "SwiftVMBoot"]),
+        .target(
+            name: "SwiftVM",
+            dependencies: ["SwiftVMMemory", "SwiftVMBoot", "SwiftVMInspect", "SwiftVMDevices", "SwiftVMHost"]),
         .executableTarget(
             name: "swiftvm",
-            dependencies: ["SwiftVM", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: [
+                "SwiftVM", "SwiftVMMemory", "SwiftVMBoot", "SwiftVMInspect",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
         ),
-        .testTarget(name: "SwiftVMGuestTests", dependencies: ["SwiftVMGuest"]),
-        .testTarget(name: "SwiftVMDevicesTests", dependencies: ["SwiftVMDevices"]),
-        .testTarget(name: "SwiftVMTests", dependencies: ["SwiftVM"]),
+        .target(name: "SwiftVMTestSupport", dependencies: ["SwiftVMMemory", "SwiftVMBoot"], path: "Tests/SwiftVMTestSupport"),
+        .testTarget(name: "SwiftVMBootTests", dependencies: ["SwiftVMMemory", "SwiftVMBoot", "SwiftVMTestSupport"]),
+        .testTarget(name: "SwiftVMInspectTests", dependencies: ["SwiftVMMemory", "SwiftVMBoot", "SwiftVMInspect", "SwiftVMTestSupport"]),
+        .testTarget(name: "SwiftVMDevicesTests", dependencies: ["SwiftVMMemory", "SwiftVMDevices"]),
+        .testTarget(name: "SwiftVMTests", dependencies: ["SwiftVM", "SwiftVMMemory", "SwiftVMBoot", "SwiftVMInspect", "SwiftVMDevices", "SwiftVMHost"]),
     ]
 )

@@ -1,3 +1,5 @@
+import SwiftVMMemory
+
 /// The GDT and IDT in place when the kernel's 64-bit entry point runs.
 ///
 /// The VMM loads the segment registers itself (KVM_SET_SREGS), so the GDT is

@@ -1,3 +1,5 @@
+import SwiftVMMemory
+
 /// Page tables that identity-map the first 1 GiB, so the kernel can be entered
 /// in long mode (boot.rst "64-bit Boot Protocol": identity-mapped paging for
 /// the kernel, zero page and command line).

@@ -1,22 +1,22 @@
 /// The parts of an ELF64 file the kernel loader needs (System V gABI,
 /// "ELF Header" and "Program Header"), parsed and range-checked.
-struct ELF64Header {
-    static let size = 64
-    static let programHeaderSize = 56
+public struct ELF64Header {
+    public static let size = 64
+    public static let programHeaderSize = 56
 
-    var type: UInt16
-    var machine: UInt16
-    var entry: UInt64
-    var programHeaderOffset: UInt64
-    var programHeaderEntrySize: UInt16
-    var programHeaderCount: UInt16
+    public var type: UInt16
+    public var machine: UInt16
+    public var entry: UInt64
+    public var programHeaderOffset: UInt64
+    public var programHeaderEntrySize: UInt16
+    public var programHeaderCount: UInt16
 
     /// e_type values a linked kernel can have.
-    static let executable: UInt16 = 2  // ET_EXEC
-    static let sharedObject: UInt16 = 3  // ET_DYN (position-independent executables)
+    public static let executable: UInt16 = 2  // ET_EXEC
+    public static let sharedObject: UInt16 = 3  // ET_DYN (position-independent executables)
 
     /// Decodes the little-endian ELF64 header at the start of `bytes`.
-    init?(_ bytes: [UInt8]) {
+    public init?(_ bytes: [UInt8]) {
         guard bytes.count >= Self.size,
             let type = bytes.loadLittleEndian(UInt16.self, at: 16),
             let machine = bytes.loadLittleEndian(UInt16.self, at: 18),
@@ -34,17 +34,17 @@ struct ELF64Header {
     }
 }
 
-struct ELF64ProgramHeader {
-    static let load: UInt32 = 1  // PT_LOAD
+public struct ELF64ProgramHeader {
+    public static let load: UInt32 = 1  // PT_LOAD
 
-    var type: UInt32
-    var offset: UInt64
-    var physicalAddress: UInt64
-    var fileSize: UInt64
-    var memorySize: UInt64
+    public var type: UInt32
+    public var offset: UInt64
+    public var physicalAddress: UInt64
+    public var fileSize: UInt64
+    public var memorySize: UInt64
 
     /// Decodes the program header at `offset` in `bytes` (56 bytes, little-endian).
-    init?(_ bytes: [UInt8], at offset: Int) {
+    public init?(_ bytes: [UInt8], at offset: Int) {
         guard let type = bytes.loadLittleEndian(UInt32.self, at: offset),
             let fileOffset = bytes.loadLittleEndian(UInt64.self, at: offset + 8),
             let paddr = bytes.loadLittleEndian(UInt64.self, at: offset + 24),

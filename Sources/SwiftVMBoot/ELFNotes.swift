@@ -1,3 +1,5 @@
+import SwiftVMMemory
+
 /// The owners of an ELF file's notes (PT_NOTE segments): a Linux vmlinux
 /// carries notes owned by "Linux" (and "Xen" for its PVH entry), which tells a
 /// real kernel apart from other ELF payloads.

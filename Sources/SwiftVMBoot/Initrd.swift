@@ -1,3 +1,5 @@
+import SwiftVMMemory
+
 /// Where the initial RAM disk goes in guest RAM.
 public enum InitrdPlacement {
     static let pageSize: UInt64 = 4096

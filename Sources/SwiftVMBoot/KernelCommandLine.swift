@@ -1,3 +1,5 @@
+import SwiftVMMemory
+
 /// A kernel command line checked against what the x86 kernel will accept.
 public struct KernelCommandLine: Equatable, Sendable, CustomStringConvertible {
     /// The command line swiftvm gives an x86_64 guest unless told otherwise.

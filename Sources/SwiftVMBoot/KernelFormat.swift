@@ -1,3 +1,5 @@
+import SwiftVMMemory
+
 /// What kind of file a kernel image is, judged from its first bytes.
 ///
 /// The loader only boots an x86_64 ELF `vmlinux`; the other cases exist so
@@ -51,7 +53,7 @@ public enum KernelFormat: Equatable, Sendable, CustomStringConvertible {
     }
 
     /// Leading magic bytes of the compressors Linux can build kernels with.
-    static let compressionMagics: [([UInt8], String)] = [
+    public static let compressionMagics: [([UInt8], String)] = [
         ([0x1f, 0x8b], "gzip"),
         ([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00], "xz"),
         ([0x28, 0xb5, 0x2f, 0xfd], "zstd"),
@@ -88,16 +90,16 @@ public enum KernelFormat: Equatable, Sendable, CustomStringConvertible {
     }
 
     /// "2.15" for 0x020f.
-    static func protocolString(_ version: UInt16) -> String {
+    public static func protocolString(_ version: UInt16) -> String {
         "\(version >> 8).\(version & 0xff)"
     }
 }
 
 /// Names for the e_machine values a user is likely to pass by mistake.
-enum ELFMachine {
-    static let x86_64: UInt16 = 62
+public enum ELFMachine {
+    public static let x86_64: UInt16 = 62
 
-    static func name(_ machine: UInt16) -> String {
+    public static func name(_ machine: UInt16) -> String {
         switch machine {
         case 2: "SPARC"
         case 3: "i386"

@@ -1,3 +1,5 @@
+import SwiftVMMemory
+
 /// Why a kernel image could not be loaded. Each message says what the file
 /// is and what to pass instead.
 public enum KernelImageError: Error, Equatable, Sendable, CustomStringConvertible {

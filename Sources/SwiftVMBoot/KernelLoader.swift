@@ -1,3 +1,5 @@
+import SwiftVMMemory
+
 /// Where a loaded kernel sits in guest memory.
 public struct LoadedKernel: Equatable, Sendable {
     /// The 64-bit entry point (e_entry): RIP at the first instruction.
@@ -59,7 +61,7 @@ public enum KernelLoader {
 
     /// Identifies the file, parses the ELF64 header, and checks that it is an
     /// x86_64 executable.
-    static func elfHeader(_ image: some ImageSource) throws(KernelImageError) -> ELF64Header {
+    public static func elfHeader(_ image: some ImageSource) throws(KernelImageError) -> ELF64Header {
         let format: KernelFormat
         do throws(ImageReadError) { format = try KernelFormat.probe(image) } catch { throw .readFailed(error) }
         switch format {

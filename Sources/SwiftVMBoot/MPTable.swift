@@ -1,3 +1,5 @@
+import SwiftVMMemory
+
 /// The Intel MultiProcessor Specification 1.4 tables, which tell a guest
 /// without ACPI where its CPUs, IOAPIC and interrupt lines are.
 ///

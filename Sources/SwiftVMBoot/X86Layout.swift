@@ -1,3 +1,5 @@
+import SwiftVMMemory
+
 /// The x86_64 guest-physical memory map (Firecracker's layout).
 ///
 /// Everything the VMM writes into guest RAM before boot, and every MMIO window

@@ -1,3 +1,5 @@
+import SwiftVMMemory
+
 /// The zero page (`struct boot_params`) handed to a 64-bit Linux entry point in RSI.
 ///
 /// Offsets follow Documentation/arch/x86/zero-page.rst and the setup header

@@ -1,4 +1,4 @@
-import SwiftVMGuest
+import SwiftVMBoot
 
 /// The hardware-reduced ACPI sleep control and status registers (one byte
 /// each, at the ports the FADT names): a guest `poweroff` writes SLP_TYP=S5

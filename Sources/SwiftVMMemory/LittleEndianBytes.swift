@@ -3,32 +3,32 @@
 
 extension Array where Element == UInt8 {
     /// Writes `value` little-endian at `offset`; the bytes must already exist.
-    mutating func storeLittleEndian<T: FixedWidthInteger>(_ value: T, at offset: Int) {
+    public mutating func storeLittleEndian<T: FixedWidthInteger>(_ value: T, at offset: Int) {
         precondition(offset >= 0 && offset + MemoryLayout<T>.size <= count, "store past the end of a builder buffer")
         withUnsafeMutableBytes { $0.storeBytes(of: value.littleEndian, toByteOffset: offset, as: T.self) }
     }
 
     /// Appends `value` little-endian.
-    mutating func appendLittleEndian<T: FixedWidthInteger>(_ value: T) {
+    public mutating func appendLittleEndian<T: FixedWidthInteger>(_ value: T) {
         Swift.withUnsafeBytes(of: value.littleEndian) { append(contentsOf: $0) }
     }
 
     /// Appends the ASCII bytes of `text`, space-padded or cut to `width`.
-    mutating func appendPaddedASCII(_ text: String, width: Int) {
+    public mutating func appendPaddedASCII(_ text: String, width: Int) {
         var field = Array(text.utf8.prefix(width))
         field += [UInt8](repeating: 0x20, count: width - field.count)
         append(contentsOf: field)
     }
 
     /// Reads a little-endian integer at `offset`, or nil when it would run past the end.
-    func loadLittleEndian<T: FixedWidthInteger>(_ type: T.Type = T.self, at offset: Int) -> T? {
+    public func loadLittleEndian<T: FixedWidthInteger>(_ type: T.Type = T.self, at offset: Int) -> T? {
         guard offset >= 0, offset <= count - MemoryLayout<T>.size else { return nil }
         return withUnsafeBytes { T(littleEndian: $0.loadUnaligned(fromByteOffset: offset, as: T.self)) }
     }
 }
 
 /// A size for messages: "3 GiB", "200 MiB", "1.5 MiB", "12 KiB", "100 bytes".
-func describeByteCount(_ bytes: UInt64) -> String {
+public func describeByteCount(_ bytes: UInt64) -> String {
     let mib: UInt64 = 1 << 20
     let gib: UInt64 = 1 << 30
     if bytes >= gib, bytes % gib == 0 { return "\(bytes / gib) GiB" }
@@ -42,4 +42,4 @@ func describeByteCount(_ bytes: UInt64) -> String {
 }
 
 /// `value` as "0x…" hex, the way addresses appear in messages.
-func hex<T: BinaryInteger>(_ value: T) -> String { "0x" + String(value, radix: 16) }
+public func hex<T: BinaryInteger>(_ value: T) -> String { "0x" + String(value, radix: 16) }

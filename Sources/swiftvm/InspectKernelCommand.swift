@@ -1,6 +1,8 @@
 import ArgumentParser
 import Glibc
 import SwiftVM
+import SwiftVMMemory
+import SwiftVMInspect
 
 struct InspectKernelCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -1,5 +1,7 @@
 import ArgumentParser
 import SwiftVM
+import SwiftVMMemory
+import SwiftVMInspect
 
 /// `swiftvm inspect rootfs`: the ext file system facts the kernel checks when
 /// it mounts the root drive, then which init it would run, as Linux's

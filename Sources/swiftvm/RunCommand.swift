@@ -1,6 +1,8 @@
 import ArgumentParser
 import Glibc
 import SwiftVM
+import SwiftVMMemory
+import SwiftVMBoot
 
 struct RunCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

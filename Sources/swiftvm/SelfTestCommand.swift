@@ -1,6 +1,7 @@
 import ArgumentParser
 import Glibc
 import SwiftVM
+import SwiftVMMemory
 
 struct SelfTestCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

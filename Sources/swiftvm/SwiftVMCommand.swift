@@ -1,5 +1,6 @@
 import ArgumentParser
 import SwiftVM
+import SwiftVMMemory
 
 @main
 struct SwiftVMCommand: ParsableCommand {

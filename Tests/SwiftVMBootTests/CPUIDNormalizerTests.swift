@@ -1,5 +1,6 @@
 import Testing
-@testable import SwiftVMGuest
+@testable import SwiftVMBoot
+import SwiftVMTestSupport
 
 /// A CPUID list shaped like KVM_GET_SUPPORTED_CPUID on a 16-thread Intel host.
 private func hostCPUID(withLeaf1F: Bool = false) -> [CPUIDEntry] {

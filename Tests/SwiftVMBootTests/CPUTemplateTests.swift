@@ -1,5 +1,6 @@
 import Testing
-import SwiftVMGuest
+import SwiftVMBoot
+import SwiftVMTestSupport
 
 private let indexed = CPUIDEntry.significantIndexFlag
 

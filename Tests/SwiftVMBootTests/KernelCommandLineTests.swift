@@ -1,5 +1,6 @@
 import Testing
-@testable import SwiftVMGuest
+@testable import SwiftVMBoot
+import SwiftVMTestSupport
 
 @Suite("KernelCommandLine")
 struct KernelCommandLineTests {

@@ -1,5 +1,6 @@
-import SwiftVMGuest
 import Testing
+import SwiftVMMemory
+import SwiftVMTestSupport
 
 @Suite("The log's flood limit")
 struct LogBudgetTests {

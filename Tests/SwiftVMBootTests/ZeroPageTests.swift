@@ -1,5 +1,7 @@
 import Testing
-@testable import SwiftVMGuest
+import SwiftVMMemory
+@testable import SwiftVMBoot
+import SwiftVMTestSupport
 
 @Suite("ZeroPage")
 struct ZeroPageTests {

@@ -1,31 +1,45 @@
-@testable import SwiftVMGuest
+import SwiftVMMemory
 
 /// Builds small ELF64 images for loader tests, laid out as: ELF header,
 /// program header table, then each segment's file bytes in order.
-struct SyntheticELF {
-    struct Segment {
-        var type: UInt32 = 1  // PT_LOAD
-        var physicalAddress: UInt64
-        var contents: [UInt8]
-        var memorySize: UInt64
+public struct SyntheticELF {
+    public struct Segment {
+        public var type: UInt32 = 1  // PT_LOAD
+        public var physicalAddress: UInt64
+        public var contents: [UInt8]
+        public var memorySize: UInt64
         /// Overrides the computed p_offset / p_filesz when set.
-        var offset: UInt64? = nil
-        var fileSize: UInt64? = nil
+        public var offset: UInt64? = nil
+        public var fileSize: UInt64? = nil
+
+        public init(
+            type: UInt32 = 1, physicalAddress: UInt64, contents: [UInt8], memorySize: UInt64, offset: UInt64? = nil,
+            fileSize: UInt64? = nil
+        ) {
+            self.type = type
+            self.physicalAddress = physicalAddress
+            self.contents = contents
+            self.memorySize = memorySize
+            self.offset = offset
+            self.fileSize = fileSize
+        }
     }
 
-    var elfClass: UInt8 = 2
-    var byteOrder: UInt8 = 1
-    var type: UInt16 = 2
-    var machine: UInt16 = 62
-    var entry: UInt64 = 0x100_0000
-    var programHeaderEntrySize: UInt16 = 56
-    var programHeaderOffset: UInt64 = 64
-    var segments: [Segment] = [
+    public init() {}
+
+    public var elfClass: UInt8 = 2
+    public var byteOrder: UInt8 = 1
+    public var type: UInt16 = 2
+    public var machine: UInt16 = 62
+    public var entry: UInt64 = 0x100_0000
+    public var programHeaderEntrySize: UInt16 = 56
+    public var programHeaderOffset: UInt64 = 64
+    public var segments: [Segment] = [
         Segment(physicalAddress: 0x100_0000, contents: Array(1...200), memorySize: 0x1000),
         Segment(physicalAddress: 0x110_0000, contents: [0xaa, 0xbb, 0xcc], memorySize: 3),
     ]
 
-    func bytes() -> [UInt8] {
+    public func bytes() -> [UInt8] {
         var out = [0x7f, 0x45, 0x4c, 0x46, elfClass, byteOrder, 1] + [UInt8](repeating: 0, count: 9)
         out += le(type) + le(machine) + le(UInt32(1)) + le(entry) + le(programHeaderOffset) + le(UInt64(0))
         out += le(UInt32(0)) + le(UInt16(64)) + le(programHeaderEntrySize) + le(UInt16(segments.count))
@@ -41,11 +55,11 @@ struct SyntheticELF {
         return out
     }
 
-    var image: InMemoryImage { InMemoryImage(bytes()) }
+    public var image: InMemoryImage { InMemoryImage(bytes()) }
 }
 
 /// A minimal bzImage head: boot_flag, "HdrS" and a protocol version.
-func syntheticBzImage(version: UInt16 = 0x020f, efiStub: Bool = true) -> [UInt8] {
+public func syntheticBzImage(version: UInt16 = 0x020f, efiStub: Bool = true) -> [UInt8] {
     var bytes = [UInt8](repeating: 0, count: 0x400)
     if efiStub { bytes[0] = 0x4d; bytes[1] = 0x5a }
     bytes[0x1fe] = 0x55
@@ -56,7 +70,7 @@ func syntheticBzImage(version: UInt16 = 0x020f, efiStub: Bool = true) -> [UInt8]
 }
 
 /// A minimal arm64 Image head with an EFI stub ("MZ") and the "ARM\x64" magic.
-func syntheticArm64Image() -> [UInt8] {
+public func syntheticArm64Image() -> [UInt8] {
     var bytes = [UInt8](repeating: 0, count: 0x40)
     bytes[0] = 0x4d
     bytes[1] = 0x5a

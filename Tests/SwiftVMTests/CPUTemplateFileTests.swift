@@ -1,7 +1,7 @@
 import FoundationEssentials
-import SwiftVMGuest
 import Testing
 @testable import SwiftVM
+import SwiftVMBoot
 
 private let keepAll = "0b" + String(repeating: "x", count: 32)
 

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import SwiftVMBoot
 
 /// `swiftvm dump-tables` writes what the guest would be given, and the
 /// external decoders a person would use accept it.

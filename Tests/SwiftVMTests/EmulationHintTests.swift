@@ -1,5 +1,5 @@
 import Testing
-import SwiftVMGuest
+import SwiftVM
 
 @Suite("Naming the instructions an emulating KVM cannot run")
 struct EmulationHintTests {

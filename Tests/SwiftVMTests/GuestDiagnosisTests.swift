@@ -1,6 +1,7 @@
 import Foundation
 import SwiftVM
 import Testing
+import SwiftVMInspect
 
 /// What swiftvm tells a person about a guest that spins, hangs or stops on an
 /// instruction this host's KVM cannot run.

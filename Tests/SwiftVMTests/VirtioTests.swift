@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import SwiftVMBoot
 
 /// The test guest drives swiftvm's virtio devices like a Linux driver would;
 /// the host then checks the image files byte for byte.

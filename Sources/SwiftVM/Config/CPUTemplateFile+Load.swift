@@ -1,5 +1,6 @@
 import Glibc
 import SwiftVMHost
+import SwiftVMBoot
 
 extension CPUTemplateFile {
     /// Reads and parses the template at `path`.

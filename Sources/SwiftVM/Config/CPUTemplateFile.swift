@@ -1,5 +1,5 @@
 import FoundationEssentials
-import SwiftVMGuest
+import SwiftVMBoot
 
 /// Reads a Firecracker custom CPU template (x86_64) into a `CPUTemplate`.
 ///

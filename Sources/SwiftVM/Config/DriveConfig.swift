@@ -1,3 +1,4 @@
+
 /// A virtio-block drive, in the terms of Firecracker's drive API.
 public struct DriveConfig: Sendable, Equatable {
     /// Whether the guest may ask for its writes to reach the disk.

@@ -1,3 +1,4 @@
+
 /// A strict RFC 8259 syntax check that says where the first error is.
 struct JSONSyntax {
     let bytes: [UInt8]

@@ -1,3 +1,6 @@
+import SwiftVMMemory
+import SwiftVMBoot
+
 extension VMConfig {
     /// One virtio-mmio device as the guest finds it.
     public struct VirtioSlot: Sendable, Equatable {

@@ -1,6 +1,6 @@
-@_exported import SwiftVMGuest
 @_exported import SwiftVMDevices
 @_exported import SwiftVMHost
+import SwiftVMBoot
 
 /// Everything needed to assemble and boot one microVM.
 ///

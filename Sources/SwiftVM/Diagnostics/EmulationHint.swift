@@ -1,3 +1,4 @@
+
 /// Names the instruction at a guest's RIP when it is one that a KVM without
 /// hardware virtualization (an emulating backend such as kvm_pvm) cannot
 /// run, and says what to change on the guest side.

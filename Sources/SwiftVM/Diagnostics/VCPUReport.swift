@@ -1,5 +1,6 @@
-import SwiftVMGuest
 import SwiftVMHost
+import SwiftVMMemory
+import SwiftVMInspect
 
 /// Describes where each vCPU is: RIP (with the kernel symbol when the
 /// vmlinux has a symbol table), RSP, CR3 and the instruction at RIP. This is

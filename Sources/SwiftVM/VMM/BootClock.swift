@@ -1,5 +1,6 @@
 import Glibc
 import Synchronization
+import SwiftVMMemory
 
 /// Measures the time from VMM start to the guest's boot-timer write
 /// (Firecracker's boot-timer convention).

@@ -1,6 +1,8 @@
 import Glibc
 import SwiftVMHost
 import SwiftVMDevices
+import SwiftVMMemory
+import SwiftVMBoot
 
 /// The guest's devices as the vCPUs reach them: the port-I/O and MMIO buses,
 /// the irqfd behind each interrupt line, and the handles the event loop needs.

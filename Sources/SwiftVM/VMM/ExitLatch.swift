@@ -1,6 +1,7 @@
 import Glibc
 import Synchronization
 import SwiftVMHost
+import SwiftVMMemory
 
 /// Records the first reason the VM stops and wakes whoever waits for it.
 ///

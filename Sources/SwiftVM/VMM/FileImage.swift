@@ -1,5 +1,6 @@
 import Glibc
 import SwiftVMHost
+import SwiftVMMemory
 
 /// An image file read with pread, so loaders copy straight into guest RAM.
 public struct FileImage: ImageSource {

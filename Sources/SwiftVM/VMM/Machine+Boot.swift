@@ -1,4 +1,6 @@
 import SwiftVMHost
+import SwiftVMMemory
+import SwiftVMBoot
 
 extension Machine {
     /// Maps guest RAM and writes everything the Linux 64-bit boot protocol

@@ -1,4 +1,6 @@
 import SwiftVMHost
+import SwiftVMMemory
+import SwiftVMInspect
 
 extension Machine {
     /// Opens every drive's backing file and checks the root drive's content

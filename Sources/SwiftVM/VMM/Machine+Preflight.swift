@@ -1,3 +1,7 @@
+import SwiftVMMemory
+import SwiftVMBoot
+import SwiftVMInspect
+
 extension Machine {
     /// Problems with the command line that make a Linux guest fail silently,
     /// found before it runs: no console the user will see, no root file

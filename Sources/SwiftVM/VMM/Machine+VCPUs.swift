@@ -1,4 +1,6 @@
 import SwiftVMHost
+import SwiftVMMemory
+import SwiftVMBoot
 
 extension Machine {
     /// MSRs every vCPU starts with (what firmware leaves for a 64-bit kernel).

@@ -2,6 +2,9 @@ import Glibc
 import Synchronization
 import SwiftVMHost
 import SwiftVMDevices
+import SwiftVMMemory
+import SwiftVMBoot
+import SwiftVMInspect
 
 /// The assembled machine. `build` is the one place that decides what the
 /// guest gets; `run` owns the threads.

@@ -1,5 +1,6 @@
 import SwiftVMHost
 import SwiftVMDevices
+import SwiftVMMemory
 
 /// The `KVM_RUN` loop of one vCPU, run on that vCPU's own thread.
 ///

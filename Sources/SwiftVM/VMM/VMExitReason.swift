@@ -1,4 +1,5 @@
 import SwiftVMHost
+import SwiftVMMemory
 
 /// Why a microVM stopped.
 public enum VMExitReason: Sendable, CustomStringConvertible {

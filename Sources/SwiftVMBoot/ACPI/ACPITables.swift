@@ -1,3 +1,5 @@
+import SwiftVMMemory
+
 /// A virtio-mmio device as the DSDT describes it.
 public struct VirtioMMIODeviceInfo: Sendable, Equatable {
     /// Start of its register window; must lie below 4 GiB.

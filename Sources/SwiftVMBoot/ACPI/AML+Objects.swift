@@ -1,3 +1,5 @@
+import SwiftVMMemory
+
 // Names, data and the named objects of a definition block (ACPI 6.5 §20.2).
 
 extension AML {

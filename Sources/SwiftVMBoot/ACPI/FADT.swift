@@ -1,3 +1,5 @@
+import SwiftVMMemory
+
 /// The Fixed ACPI Description Table (signature "FACP", ACPI 6.5 §5.2.9),
 /// revision 6.5, in the hardware-reduced profile (§4.1): no PM1/GPE register
 /// blocks, no SCI, no FACS. What it still carries:

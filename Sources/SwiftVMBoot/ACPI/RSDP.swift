@@ -1,3 +1,5 @@
+import SwiftVMMemory
+
 /// The Root System Description Pointer (ACPI 6.5 §5.2.5.3), revision 2: the
 /// 36-byte structure an OS finds by scanning 0xE0000-0xFFFFF on 16-byte
 /// boundaries (§5.2.5.1), here at ``X86Layout/rsdp``.

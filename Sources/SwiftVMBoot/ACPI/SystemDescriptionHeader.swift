@@ -1,3 +1,5 @@
+import SwiftVMMemory
+
 /// The 36-byte header every ACPI table but the RSDP starts with (ACPI 6.5
 /// §5.2.6), and the checksum rule tables and the RSDP share.
 enum SystemDescriptionHeader {

@@ -1,3 +1,5 @@
+import SwiftVMMemory
+
 /// The Extended System Description Table (ACPI 6.5 §5.2.8): the header and
 /// the 64-bit addresses of the other tables. The DSDT is not listed; the
 /// FADT's X_DSDT points at it (§5.2.9).

@@ -1,3 +1,5 @@
+import SwiftVMMemory
+
 /// Everything the aarch64 guest learns from its device tree: RAM, CPUs,
 /// the interrupt controller, and where each device sits.
 ///

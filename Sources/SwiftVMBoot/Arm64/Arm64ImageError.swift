@@ -1,3 +1,5 @@
+import SwiftVMMemory
+
 /// Why an arm64 kernel image could not be loaded. Each message says what the
 /// file is and what to pass instead.
 public enum Arm64ImageError: Error, Equatable, Sendable, CustomStringConvertible {

@@ -1,3 +1,5 @@
+import SwiftVMMemory
+
 /// Loads an arm64 Linux `Image` (Documentation/arch/arm64/booting.rst).
 public enum Arm64ImageLoader {
     /// Copies `image` to the start of RAM (a 2 MiB-aligned base) plus the
@@ -37,7 +39,7 @@ public enum Arm64ImageLoader {
 
     /// Identifies the file and parses its header, turning every other kind of
     /// file into an error that names it.
-    static func checkedHeader(_ image: some ImageSource) throws(Arm64ImageError) -> Arm64ImageHeader {
+    public static func checkedHeader(_ image: some ImageSource) throws(Arm64ImageError) -> Arm64ImageHeader {
         let format: KernelFormat
         do throws(ImageReadError) { format = try KernelFormat.probe(image) } catch { throw .readFailed(error) }
         switch format {

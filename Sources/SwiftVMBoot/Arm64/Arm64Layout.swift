@@ -1,3 +1,5 @@
+import SwiftVMMemory
+
 /// The aarch64 guest physical layout, Firecracker's in outline.
 ///
 /// | address | use |

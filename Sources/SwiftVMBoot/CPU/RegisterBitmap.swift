@@ -1,3 +1,4 @@
+
 /// A tri-state pattern over a register: each bit is forced to 0, forced to 1,
 /// or left as the host has it.
 ///

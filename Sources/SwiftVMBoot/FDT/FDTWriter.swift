@@ -1,3 +1,4 @@
+
 /// Builds a flattened device tree blob (Devicetree Specification v0.4, ch. 5).
 ///
 /// The blob is a 40-byte header, a memory reservation block (here just its

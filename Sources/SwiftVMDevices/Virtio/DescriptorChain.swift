@@ -1,4 +1,4 @@
-import SwiftVMGuest
+import SwiftVMMemory
 
 /// One buffer of a descriptor chain, already checked to lie inside guest RAM.
 public struct GuestBuffer: Sendable, Hashable {

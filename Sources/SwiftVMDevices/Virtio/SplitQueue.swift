@@ -1,5 +1,5 @@
-import SwiftVMGuest
 import Synchronization
+import SwiftVMMemory
 
 /// The device side of a split virtqueue (virtio 1.2 §2.7) in guest memory.
 ///

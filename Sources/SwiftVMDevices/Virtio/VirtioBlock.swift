@@ -1,5 +1,5 @@
-import SwiftVMGuest
 import Synchronization
+import SwiftVMMemory
 
 /// How a drive is presented to the guest (the `drives` entry of the
 /// Firecracker API: `drive_id`, `is_read_only`, `cache_type`).

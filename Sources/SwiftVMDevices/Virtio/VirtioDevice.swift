@@ -1,5 +1,5 @@
-import SwiftVMGuest
 import Synchronization
+import SwiftVMMemory
 
 /// Feature bits that belong to the transport and the rings rather than to
 /// one device type (virtio 1.2 §6, "Reserved Feature Bits").

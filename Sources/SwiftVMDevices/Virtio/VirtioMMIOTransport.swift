@@ -1,5 +1,5 @@
-import SwiftVMGuest
 import Synchronization
+import SwiftVMMemory
 
 /// The virtio-MMIO transport, version 2 (virtio 1.2 §4.2): one 4 KiB window of
 /// registers in front of a ``VirtioDevice``.

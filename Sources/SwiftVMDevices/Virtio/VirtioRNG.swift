@@ -1,5 +1,5 @@
-import SwiftVMGuest
 import Synchronization
+import SwiftVMMemory
 
 /// A virtio entropy device (virtio 1.2 §5.4, device ID 4): one queue whose
 /// device-writable buffers the device fills with random bytes. It has no

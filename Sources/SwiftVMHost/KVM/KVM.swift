@@ -1,6 +1,6 @@
 import Glibc
 internal import CSwiftVM
-import SwiftVMGuest
+import SwiftVMBoot
 
 /// The `/dev/kvm` system handle.
 public final class KVM: Sendable {

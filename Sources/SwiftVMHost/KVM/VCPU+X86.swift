@@ -1,6 +1,6 @@
 import Glibc
 internal import CSwiftVM
-import SwiftVMGuest
+import SwiftVMBoot
 
 /// A segment register as KVM loads it (`struct kvm_segment`).
 public struct SegmentRegister: Equatable, Sendable {

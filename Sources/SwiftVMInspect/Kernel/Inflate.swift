@@ -1,3 +1,5 @@
+import SwiftVMMemory
+
 /// Why compressed data could not be decompressed.
 public enum InflateError: Error, Equatable, Sendable, CustomStringConvertible {
     /// The input ends before the last block does.

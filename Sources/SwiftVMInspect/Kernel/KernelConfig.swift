@@ -1,3 +1,4 @@
+
 /// The value of one Kconfig option in a kernel `.config`.
 public enum KernelConfigValue: Equatable, Sendable, CustomStringConvertible {
     /// `CONFIG_X=y`: built into the kernel image.

@@ -1,3 +1,5 @@
+import SwiftVMBoot
+
 /// How a guest finds its devices, which decides the Kconfig options it needs.
 public enum GuestPath: String, CaseIterable, Sendable, CustomStringConvertible {
     /// x86_64 described by ACPI tables (`swiftvm run`, the default).

@@ -1,3 +1,6 @@
+import SwiftVMMemory
+import SwiftVMBoot
+
 /// The two guest architectures swiftvm boots, for asking whether a kernel file suits one.
 public enum KernelArchitecture: String, CaseIterable, Sendable {
     case x86_64, aarch64

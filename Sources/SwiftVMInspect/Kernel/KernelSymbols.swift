@@ -1,3 +1,6 @@
+import SwiftVMMemory
+import SwiftVMBoot
+
 /// The function symbols of an ELF vmlinux (its `.symtab`), for naming a
 /// guest RIP the way `nm` and the kernel's own oops reports do:
 /// `native_safe_halt+0x6/0x10`.

@@ -1,3 +1,5 @@
+import SwiftVMMemory
+
 /// What a drive image holds, read from its first sectors before the guest
 /// boots, so that a rootfs the kernel could not mount is reported up front.
 ///

@@ -1,3 +1,4 @@
+
 /// Why an ext2/3/4 image could not be read. Every structure in the image is
 /// checked before it is followed, so a damaged image ends here, never in a
 /// crash or an endless loop.

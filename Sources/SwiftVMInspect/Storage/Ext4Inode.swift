@@ -1,3 +1,5 @@
+import SwiftVMMemory
+
 /// One inode of an ext2/3/4 file system: the fields path lookup and init
 /// discovery need (ext4 docs, "Index Nodes").
 public struct Ext4Inode: Equatable, Sendable {

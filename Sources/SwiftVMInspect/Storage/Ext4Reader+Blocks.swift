@@ -1,3 +1,5 @@
+import SwiftVMMemory
+
 /// File contents: mapping a file's logical blocks to blocks of the image,
 /// through an extent tree (ext4, EXT4_EXTENTS_FL) or the classic direct and
 /// indirect block pointers (ext2/ext3).

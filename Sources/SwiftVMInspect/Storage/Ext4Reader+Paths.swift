@@ -1,3 +1,5 @@
+import SwiftVMMemory
+
 /// Directories and path lookup. Directories are read linearly (ext4 docs,
 /// "Linear (Classic) Directories"): hashed (htree) directories keep their tree
 /// in blocks that read as empty entries, so a linear walk sees every name.

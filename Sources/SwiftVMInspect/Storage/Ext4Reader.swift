@@ -1,3 +1,5 @@
+import SwiftVMMemory
+
 /// A read-only view of an ext2/3/4 file system in an image, for checking a
 /// root file system before a guest boots from it.
 ///

@@ -1,3 +1,4 @@
+
 /// Feature flags of the ext2/3/4 superblock (`s_feature_compat`,
 /// `s_feature_incompat`, `s_feature_ro_compat`), named as mke2fs and
 /// `dumpe2fs` name them.

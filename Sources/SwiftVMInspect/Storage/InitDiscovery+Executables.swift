@@ -1,3 +1,6 @@
+import SwiftVMMemory
+import SwiftVMBoot
+
 /// How execve would treat one path: the checks `do_open_execat` makes (a
 /// regular file with an x bit; root needs only one), then the binary formats
 /// the GuestConfigs kernels have, ELF (binfmt_elf) and `#!` scripts

@@ -1,3 +1,4 @@
+
 /// Works out which program the kernel will run as PID 1 from a root file
 /// system, the way Linux's `kernel_init()` (init/main.c) looks for it, and
 /// why each path it tries would or would not start.

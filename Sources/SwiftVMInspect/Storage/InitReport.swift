@@ -1,3 +1,4 @@
+
 /// What the kernel would do with a root file system's init, as
 /// `InitDiscovery.find` works it out.
 public struct InitReport: Equatable, Sendable {

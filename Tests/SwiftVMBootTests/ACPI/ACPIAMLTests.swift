@@ -1,5 +1,7 @@
 import Testing
-@testable import SwiftVMGuest
+import SwiftVMMemory
+@testable import SwiftVMBoot
+import SwiftVMTestSupport
 
 // Expected bytes below were checked against `iasl -oa` (optimizations off)
 // compiling the ASL in the comment above each one.

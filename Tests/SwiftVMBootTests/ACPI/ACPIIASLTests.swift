@@ -1,6 +1,8 @@
 import Foundation
 import Testing
-@testable import SwiftVMGuest
+import SwiftVMMemory
+@testable import SwiftVMBoot
+import SwiftVMTestSupport
 
 /// Where `iasl` (package acpica-tools) is on PATH, if it is.
 private let iaslPath: String? = {

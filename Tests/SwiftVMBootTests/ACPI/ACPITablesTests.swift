@@ -1,5 +1,7 @@
 import Testing
-@testable import SwiftVMGuest
+import SwiftVMMemory
+@testable import SwiftVMBoot
+import SwiftVMTestSupport
 
 /// `count` virtio-mmio devices at the layout's windows and IRQs.
 func virtioDevices(_ count: Int) -> [VirtioMMIODeviceInfo] {

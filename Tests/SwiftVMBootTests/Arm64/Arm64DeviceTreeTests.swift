@@ -1,5 +1,7 @@
 import Testing
-@testable import SwiftVMGuest
+import SwiftVMMemory
+@testable import SwiftVMBoot
+import SwiftVMTestSupport
 
 @Suite("Arm64DeviceTree")
 struct Arm64DeviceTreeTests {

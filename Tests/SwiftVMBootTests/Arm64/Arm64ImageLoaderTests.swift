@@ -1,5 +1,7 @@
 import Testing
-@testable import SwiftVMGuest
+import SwiftVMMemory
+@testable import SwiftVMBoot
+import SwiftVMTestSupport
 
 /// An arm64 Image: the 64-byte header, then `payload`.
 struct SyntheticArm64Image {

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import SwiftVMTestSupport
 
 /// The device tree compiler, used as an independent decoder of the blobs
 /// swiftvm writes.

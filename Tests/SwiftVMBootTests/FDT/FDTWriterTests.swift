@@ -1,5 +1,6 @@
 import Testing
-@testable import SwiftVMGuest
+@testable import SwiftVMBoot
+import SwiftVMTestSupport
 
 /// Big-endian bytes of `value`, for golden comparisons.
 func be<T: FixedWidthInteger>(_ value: T) -> [UInt8] {

@@ -1,6 +1,6 @@
 import SwiftVMDevices
-import SwiftVMGuest
 import Synchronization
+import SwiftVMMemory
 
 /// Drives a ``VirtioMMIOTransport`` through its registers as the guest's
 /// virtio_mmio driver would, with 16 MiB of guest RAM at address 0. Queue

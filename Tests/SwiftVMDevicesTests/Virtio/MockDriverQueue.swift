@@ -1,5 +1,5 @@
 import SwiftVMDevices
-import SwiftVMGuest
+import SwiftVMMemory
 
 /// The driver's side of one split virtqueue: lays out the descriptor table,
 /// the available ring and the used ring in guest memory the way a guest

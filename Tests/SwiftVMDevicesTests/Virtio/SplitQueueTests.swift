@@ -1,6 +1,6 @@
 import SwiftVMDevices
-import SwiftVMGuest
 import Testing
+import SwiftVMMemory
 
 /// Hostile descriptor chains, each sent to a running block device. The device
 /// must hand the chain back with a used length of 0 (or, where the ring

@@ -1,6 +1,6 @@
 import SwiftVMDevices
-import SwiftVMGuest
 import Testing
+import SwiftVMMemory
 
 /// A block device on the transport, initialized by the mock driver, over an
 /// in-memory disk whose byte `i` is `i % 251`.

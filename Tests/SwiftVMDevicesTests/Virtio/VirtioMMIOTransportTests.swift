@@ -1,6 +1,6 @@
 import SwiftVMDevices
-import SwiftVMGuest
 import Testing
+import SwiftVMMemory
 
 /// Fills buffers with a counting pattern so tests can check the bytes.
 let patternEntropy: VirtioRNG.EntropySource = { buffer in

@@ -1,6 +1,6 @@
 import SwiftVMDevices
-import SwiftVMGuest
 import Testing
+import SwiftVMMemory
 
 @Suite("virtio-rng")
 struct VirtioRNGTests {

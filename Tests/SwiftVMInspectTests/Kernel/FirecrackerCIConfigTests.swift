@@ -1,5 +1,6 @@
 import Testing
-@testable import SwiftVMGuest
+@testable import SwiftVMInspect
+import SwiftVMTestSupport
 
 /// Firecracker's CI guest kernels for Linux 6.1 boot in its CI every day, on a
 /// device model close to swiftvm's, so check-config must find no error in them.

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
-@testable import SwiftVMGuest
+@testable import SwiftVMInspect
+import SwiftVMTestSupport
 
 /// Gzip output compressed by the real `gzip`, decompressed by ``Inflate``.
 @Suite("Inflate", .enabled(if: gzipTool != nil, "needs gzip"))

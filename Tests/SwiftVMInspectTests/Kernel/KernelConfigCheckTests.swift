@@ -1,6 +1,7 @@
 import Foundation
 import Testing
-@testable import SwiftVMGuest
+@testable import SwiftVMInspect
+import SwiftVMTestSupport
 
 /// The seed's silent failure modes, each fed to the checker, which must name
 /// the option, its value and what the guest suffers.

@@ -1,5 +1,6 @@
 import Testing
-@testable import SwiftVMGuest
+@testable import SwiftVMInspect
+import SwiftVMTestSupport
 
 @Suite("KernelConfig parsing")
 struct KernelConfigTests {

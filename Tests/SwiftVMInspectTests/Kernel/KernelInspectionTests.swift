@@ -1,5 +1,7 @@
 import Testing
-@testable import SwiftVMGuest
+import SwiftVMMemory
+@testable import SwiftVMInspect
+import SwiftVMTestSupport
 
 @Suite("KernelInspection")
 struct KernelInspectionTests {

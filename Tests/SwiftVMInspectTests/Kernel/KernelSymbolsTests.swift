@@ -1,5 +1,7 @@
 import Testing
-@testable import SwiftVMGuest
+import SwiftVMMemory
+@testable import SwiftVMInspect
+import SwiftVMTestSupport
 
 /// An ELF64 file with a symbol table and nothing else: header, section
 /// headers (null, .symtab, .strtab), then the two tables.

@@ -1,6 +1,8 @@
 import Foundation
-import SwiftVMGuest
 import Testing
+import SwiftVMMemory
+import SwiftVMInspect
+import SwiftVMTestSupport
 
 /// Images made by mke2fs, as a user would make them, and hand-made headers
 /// for the formats the probe must tell apart.

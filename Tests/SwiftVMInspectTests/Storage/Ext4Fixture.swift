@@ -1,6 +1,6 @@
 import Foundation
-import SwiftVMGuest
 import Testing
+import SwiftVMTestSupport
 
 /// Builds ext2/3/4 images the way a user would: a directory tree on the host,
 /// then `mke2fs -d`. Tests then damage the bytes where they need to.

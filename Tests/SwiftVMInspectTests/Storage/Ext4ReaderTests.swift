@@ -1,6 +1,8 @@
 import Foundation
-import SwiftVMGuest
 import Testing
+import SwiftVMMemory
+import SwiftVMInspect
+import SwiftVMTestSupport
 
 /// The ext reader against images mke2fs made from trees, in both layouts a
 /// rootfs can have: extents (ext4) and direct/indirect block maps (ext2).

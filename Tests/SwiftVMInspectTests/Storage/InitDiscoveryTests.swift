@@ -1,6 +1,8 @@
 import Foundation
-import SwiftVMGuest
 import Testing
+import SwiftVMMemory
+import SwiftVMInspect
+import SwiftVMTestSupport
 
 /// Which init the kernel would run from a root file system, and why the
 /// others fail, for the trees people actually build.

@@ -1,3 +1,4 @@
+
 #if arch(arm64)
 // The arm64 KVM constants swiftvm needs that the C shim does not export.
 // The ioctl request macros (_IOW/_IOR) cannot be imported into Swift, and the
