@@ -20,13 +20,16 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-atomics", from: "1.2.0"),
     ],
     targets: [
         .target(name: "CSwiftVM", cSettings: [.define("_GNU_SOURCE")], linkerSettings: [.linkedLibrary("uring")]),
         .target(name: "SwiftVMMemory"),
         .target(name: "SwiftVMBoot", dependencies: ["SwiftVMMemory"]),
         .target(name: "SwiftVMInspect", dependencies: ["SwiftVMMemory", "SwiftVMBoot"]),
-        .target(name: "SwiftVMDevices", dependencies: ["SwiftVMMemory", "SwiftVMBoot"]),
+        .target(
+            name: "SwiftVMDevices",
+            dependencies: ["SwiftVMMemory", "SwiftVMBoot", .product(name: "Atomics", package: "swift-atomics")]),
         .target(name: "SwiftVMHost", dependencies: ["CSwiftVM", "SwiftVMMemory", "SwiftVMBoot"]),
         .target(
             name: "SwiftVM",
