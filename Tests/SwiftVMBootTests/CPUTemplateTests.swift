@@ -77,4 +77,34 @@ struct CPUTemplateTests {
         }
         #expect("\(CPUTemplateApplyError.msrNotOffered(address: 0x10a))".contains("MSR 0x10a"))
     }
+
+    @Test("an MSR named twice is read back once and gets both patterns in order")
+    func repeatedMSR() throws {
+        let setLow = try RegisterBitmap(parsing: "0b" + String(repeating: "x", count: 63) + "1", width: 64)
+        let clearBit4 = try RegisterBitmap(parsing: "0b" + String(repeating: "x", count: 59) + "0xxxx", width: 64)
+        let template = CPUTemplate(msrModifiers: [
+            MSRModifier(address: 0x10, bitmap: setLow), MSRModifier(address: 0x11, bitmap: setLow),
+            MSRModifier(address: 0x10, bitmap: clearBit4),
+        ])
+        #expect(template.msrAddresses == [0x10, 0x11])
+        // What the VMM does with the values it reads back: one per address, so no key repeats.
+        let read = Dictionary(uniqueKeysWithValues: zip(template.msrAddresses, [0xf0, 0xf0] as [UInt64]))
+        #expect(try template.applyMSRs(to: read) == [0x10: 0xe1, 0x11: 0xf1])
+    }
+
+    @Test("a CPUID leaf named twice gets both modifiers in order and the last one's flags")
+    func repeatedLeaf() throws {
+        let template = CPUTemplate(cpuidModifiers: [
+            CPUIDModifier(leaf: 0x1, flags: 0, registers: [(.eax, try clear0set1())]),
+            CPUIDModifier(leaf: 0x1, flags: indexed, registers: [(.eax, try bitmap("0b1" + String(repeating: "x", count: 31)))]),
+        ])
+        let result = try template.apply(to: host)
+        #expect(result[0].eax == 0x8000_0002)
+        #expect(result[0].flags == indexed)
+    }
+
+    @Test("the MSR limit is what KVM_GET_MSRS and KVM_SET_MSRS take in one call")
+    func msrLimit() {
+        #expect(CPUTemplate.maximumMSRCount == 255)
+    }
 }

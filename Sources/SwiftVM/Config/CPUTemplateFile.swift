@@ -1,4 +1,3 @@
-import FoundationEssentials
 import SwiftVMBoot
 
 /// Reads a Firecracker custom CPU template (x86_64) into a `CPUTemplate`.
@@ -18,21 +17,20 @@ import SwiftVMBoot
 /// Two choices differ: `kvm_capabilities` is checked for syntax but not acted
 /// on (swiftvm has no list of capabilities to adjust), and bitmaps must have
 /// all 32 or 64 characters, where Firecracker pads a short one with `x`.
+///
+/// Stricter than Firecracker, this reader also refuses an MSR named twice
+/// (by value, so `0x10` and `0b10000` are the same MSR), a CPUID leaf and
+/// subleaf named twice, a register named twice in one entry, and more MSRs
+/// than KVM reads or writes in one call (`CPUTemplate.maximumMSRCount`): each
+/// is a mistake whose effect would otherwise depend on the order of entries.
 public enum CPUTemplateFile {
     /// Parses template JSON; `source` (usually the file's path) prefixes every message.
     public static func parse(_ json: [UInt8], source: String) throws(CPUTemplateError) -> CPUTemplate {
-        // JSONDecoder here reports no position for syntax errors and accepts
-        // trailing commas that Firecracker's parser refuses, so check first.
-        if let failure = JSONSyntax.firstError(in: json) {
-            throw CPUTemplateError(source: source, path: "", problem: failure)
-        }
-        let root: JSONValue
         do {
-            root = try JSONDecoder().decode(JSONValue.self, from: Data(json))
+            return try JSONInput.decode(TemplateDocument.self, from: json, source: source).template
         } catch {
-            throw CPUTemplateError(source: source, path: "", problem: "invalid JSON: \(error)")
+            throw CPUTemplateError(error)
         }
-        return try TemplateReader(source: source).template(root)
     }
 
     public static func parse(_ json: String, source: String) throws(CPUTemplateError) -> CPUTemplate {
@@ -42,188 +40,256 @@ public enum CPUTemplateFile {
 
 /// What is wrong with a template, and where: `path` is the JSON path of the
 /// offending value (`cpuid_modifiers[0].modifiers[1].bitmap`), empty for the
-/// document as a whole.
+/// document as a whole; `line` and `column` (1-based) locate it in the file,
+/// and are 0 when unknown.
 public struct CPUTemplateError: Error, Equatable, Sendable, CustomStringConvertible {
     public var source: String
     public var path: String
     public var problem: String
+    public var line: Int
+    public var column: Int
 
-    public init(source: String, path: String, problem: String) {
+    public init(source: String, path: String, problem: String, line: Int = 0, column: Int = 0) {
         self.source = source
         self.path = path
         self.problem = problem
+        self.line = line
+        self.column = column
     }
 
+    init(_ error: JSONInputError) {
+        self.init(source: error.source, path: error.path, problem: error.problem, line: error.line, column: error.column)
+    }
+
+    /// `cpu template FILE:LINE:COLUMN: PATH: PROBLEM`, leaving out what is unknown or empty.
     public var description: String {
-        path.isEmpty ? "cpu template \(source): \(problem)" : "cpu template \(source): \(path): \(problem)"
+        let place = line > 0 ? "\(source):\(line):\(column)" : source
+        return path.isEmpty ? "cpu template \(place): \(problem)" : "cpu template \(place): \(path): \(problem)"
     }
 }
 
-/// Any JSON value, decoded without a schema so that the reader can name the
-/// exact field that is missing or of the wrong type.
-private enum JSONValue: Decodable {
-    case null
-    case bool(Bool)
-    case integer(Int64)
-    case number(Double)
-    case string(String)
-    case array([JSONValue])
-    case object([String: JSONValue])
+/// A problem with the value being decoded; `JSONInput` adds its path and position.
+private struct TemplateProblem: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// Any field name, and array positions for errors that point into an array.
+private struct TemplateKey: CodingKey {
+    var stringValue: String
+    var intValue: Int?
+
+    init(_ name: String) { (stringValue, intValue) = (name, nil) }
+    init(stringValue: String) { self.init(stringValue) }
+    init(intValue: Int) { (stringValue, self.intValue) = ("Index \(intValue)", intValue) }
+}
+
+/// An error at `path` below `codingPath`, for a problem found after the value was decoded.
+private func problem(at codingPath: [any CodingKey], _ path: [TemplateKey], _ message: String) -> DecodingError {
+    .dataCorrupted(DecodingError.Context(codingPath: codingPath + path, debugDescription: message))
+}
+
+/// The template's top-level object. It checks its own field names, to point
+/// at aarch64 templates, so the decoder's generic unknown-field rule is off.
+private struct TemplateDocument: Decodable, JSONAllowsUnknownFields {
+    static let fieldNames = ["kvm_capabilities", "cpuid_modifiers", "msr_modifiers"]
+
+    var template = CPUTemplate()
 
     init(from decoder: any Decoder) throws {
-        let container = try decoder.singleValueContainer()
-        if container.decodeNil() { self = .null }
-        else if let value = try? container.decode(Bool.self) { self = .bool(value) }
-        else if let value = try? container.decode(Int64.self) { self = .integer(value) }
-        else if let value = try? container.decode(Double.self) { self = .number(value) }
-        else if let value = try? container.decode(String.self) { self = .string(value) }
-        else if let value = try? container.decode([JSONValue].self) { self = .array(value) }
-        else { self = .object(try container.decode([String: JSONValue].self)) }
+        let fields = try decoder.container(keyedBy: TemplateKey.self)
+        for key in fields.allKeys where !Self.fieldNames.contains(key.stringValue) {
+            let hint = key.stringValue == "reg_modifiers" || key.stringValue == "vcpu_features" ? " (it belongs to aarch64 templates)" : ""
+            throw DecodingError.dataCorruptedError(
+                forKey: key, in: fields,
+                debugDescription: "unknown field\(hint); an x86_64 template has kvm_capabilities, cpuid_modifiers and msr_modifiers")
+        }
+        // Firecracker defaults a missing list to empty but refuses null, so no decodeIfPresent.
+        if fields.contains(TemplateKey("kvm_capabilities")) {
+            _ = try fields.decode([KVMCapability].self, forKey: TemplateKey("kvm_capabilities"))
+        }
+        if fields.contains(TemplateKey("cpuid_modifiers")) {
+            try readCPUIDModifiers(fields.nestedUnkeyedContainer(forKey: TemplateKey("cpuid_modifiers")))
+        }
+        if fields.contains(TemplateKey("msr_modifiers")) {
+            try readMSRModifiers(fields.nestedUnkeyedContainer(forKey: TemplateKey("msr_modifiers")))
+        }
     }
 
-    var kind: String {
-        switch self {
-        case .null: "null"
-        case .bool: "a boolean"
-        case .integer, .number: "a number"
-        case .string: "a string"
-        case .array: "an array"
-        case .object: "an object"
+    mutating func readCPUIDModifiers(_ list: any UnkeyedDecodingContainer) throws {
+        var list = list
+        var firstIndex: [UInt64: Int] = [:]
+        while !list.isAtEnd {
+            let index = list.currentIndex
+            let modifier = try list.decode(CPUIDEntryFields.self).modifier
+            let leafAndSubleaf = UInt64(modifier.leaf) << 32 | UInt64(modifier.subleaf)
+            if let first = firstIndex[leafAndSubleaf] {
+                throw problem(at: list.codingPath, [TemplateKey(intValue: index)], """
+                    leaf 0x\(String(modifier.leaf, radix: 16)) subleaf 0x\(String(modifier.subleaf, radix: 16)) is already \
+                    modified by cpuid_modifiers[\(first)]; merge the two entries into one
+                    """)
+            }
+            firstIndex[leafAndSubleaf] = index
+            template.cpuidModifiers.append(modifier)
+        }
+    }
+
+    mutating func readMSRModifiers(_ list: any UnkeyedDecodingContainer) throws {
+        var list = list
+        if let count = list.count, count > CPUTemplate.maximumMSRCount {
+            throw problem(at: list.codingPath, [], """
+                \(count) entries; KVM reads and writes at most \(CPUTemplate.maximumMSRCount) MSRs in one call, \
+                so a template may modify at most that many
+                """)
+        }
+        var firstIndex: [UInt32: Int] = [:]
+        while !list.isAtEnd {
+            let index = list.currentIndex
+            let modifier = try list.decode(MSREntryFields.self).modifier
+            if let first = firstIndex[modifier.address] {
+                throw problem(at: list.codingPath, [TemplateKey(intValue: index), TemplateKey("addr")], """
+                    MSR 0x\(String(modifier.address, radix: 16)) is already modified by msr_modifiers[\(first)]; \
+                    name each MSR once
+                    """)
+            }
+            firstIndex[modifier.address] = index
+            template.msrModifiers.append(modifier)
         }
     }
 }
 
-/// Walks the decoded JSON, turning each field into model values or an error
-/// that names its path.
-private struct TemplateReader {
-    let source: String
+/// `"N"` asks for KVM capability N, `"!N"` drops it from the checked list;
+/// swiftvm checks the syntax only.
+private struct KVMCapability: Decodable {
+    init(from decoder: any Decoder) throws {
+        let text = try decoder.singleValueContainer().decode(String.self)
+        let digits = text.hasPrefix("!") ? text.dropFirst() : Substring(text)
+        guard UInt32(digits) != nil else {
+            throw TemplateProblem("\"\(text)\" is not a KVM capability number, optionally preceded by !")
+        }
+    }
+}
 
-    static let topLevelFields = ["kvm_capabilities", "cpuid_modifiers", "msr_modifiers"]
-
-    func failure(_ path: String, _ problem: String) -> CPUTemplateError {
-        CPUTemplateError(source: source, path: path, problem: problem)
+extension KeyedDecodingContainer {
+    /// Throws unless `key` is present; `required` lists the fields the entry cannot do without.
+    fileprivate func require(_ key: Key, _ required: String) throws {
+        guard contains(key) else {
+            throw DecodingError.keyNotFound(key, DecodingError.Context(codingPath: codingPath, debugDescription: "missing; \(required)"))
+        }
     }
 
-    func template(_ root: JSONValue) throws(CPUTemplateError) -> CPUTemplate {
-        let fields = try object(root, "")
-        for key in fields.keys.sorted() where !Self.topLevelFields.contains(key) {
-            let hint = key == "reg_modifiers" || key == "vcpu_features" ? " (it belongs to aarch64 templates)" : ""
-            throw failure(key, "unknown field\(hint); an x86_64 template has kvm_capabilities, cpuid_modifiers and msr_modifiers")
-        }
-        if let capabilities = fields["kvm_capabilities"] {
-            for (position, item) in try array(capabilities, "kvm_capabilities").enumerated() {
-                try checkCapability(item, "kvm_capabilities[\(position)]")
-            }
-        }
-        var template = CPUTemplate()
-        if let modifiers = fields["cpuid_modifiers"] {
-            for (position, item) in try array(modifiers, "cpuid_modifiers").enumerated() {
-                template.cpuidModifiers.append(try cpuidModifier(item, "cpuid_modifiers[\(position)]"))
-            }
-        }
-        if let modifiers = fields["msr_modifiers"] {
-            for (position, item) in try array(modifiers, "msr_modifiers").enumerated() {
-                template.msrModifiers.append(try msrModifier(item, "msr_modifiers[\(position)]"))
-            }
-        }
-        return template
+    fileprivate func decodeRequired<T: Decodable>(_ type: T.Type, _ key: Key, _ required: String) throws -> T {
+        try require(key, required)
+        return try decode(type, forKey: key)
     }
+}
 
-    func cpuidModifier(_ value: JSONValue, _ path: String) throws(CPUTemplateError) -> CPUIDModifier {
-        let fields = try object(value, path)
+/// One `cpuid_modifiers` entry; extra fields are ignored, as in Firecracker.
+private struct CPUIDEntryFields: Decodable, JSONAllowsUnknownFields {
+    enum CodingKeys: String, CodingKey { case leaf, subleaf, flags, modifiers }
+
+    var modifier: CPUIDModifier
+
+    init(from decoder: any Decoder) throws {
+        let fields = try decoder.container(keyedBy: CodingKeys.self)
         let required = "each cpuid_modifiers entry needs leaf, subleaf, flags and modifiers"
-        let leaf = try number(field("leaf", of: fields, path, required), "\(path).leaf")
-        let subleaf = try number(field("subleaf", of: fields, path, required), "\(path).subleaf")
-        let flags = try integer(field("flags", of: fields, path, required), "\(path).flags")
+        let leaf = try fields.decodeRequired(PrefixedNumber.self, .leaf, required).value
+        let subleaf = try fields.decodeRequired(PrefixedNumber.self, .subleaf, required).value
+        // A KVM flags word: Firecracker reads it as a plain JSON integer.
+        let flags = try fields.decodeRequired(UInt32.self, .flags, required)
+        try fields.require(.modifiers, required)
+        var list = try fields.nestedUnkeyedContainer(forKey: .modifiers)
         var registers: [(register: CPUIDRegister, bitmap: RegisterBitmap)] = []
-        let modifiers = try array(field("modifiers", of: fields, path, required), "\(path).modifiers")
-        for (position, item) in modifiers.enumerated() {
-            let itemPath = "\(path).modifiers[\(position)]"
-            let itemFields = try object(item, itemPath)
-            let needs = "each register modifier needs register and bitmap"
-            let name = try string(field("register", of: itemFields, itemPath, needs), "\(itemPath).register")
-            guard let register = CPUIDRegister(rawValue: name) else {
-                throw failure("\(itemPath).register", "\"\(name)\" is not one of eax, ebx, ecx, edx")
+        var firstIndex: [CPUIDRegister: Int] = [:]
+        while !list.isAtEnd {
+            let index = list.currentIndex
+            let entry = try list.decode(RegisterEntryFields.self)
+            if let first = firstIndex[entry.register] {
+                throw problem(at: list.codingPath, [TemplateKey(intValue: index), TemplateKey("register")], """
+                    \(entry.register.rawValue) is already modified by modifiers[\(first)] of this entry; \
+                    give each register one bitmap
+                    """)
             }
-            let bitmap = try bitmap(field("bitmap", of: itemFields, itemPath, needs), "\(itemPath).bitmap", width: 32)
-            registers.append((register, bitmap))
+            firstIndex[entry.register] = index
+            registers.append((entry.register, entry.bitmap))
         }
-        return CPUIDModifier(leaf: leaf, subleaf: subleaf, flags: flags, registers: registers)
+        modifier = CPUIDModifier(leaf: leaf, subleaf: subleaf, flags: flags, registers: registers)
     }
+}
 
-    func msrModifier(_ value: JSONValue, _ path: String) throws(CPUTemplateError) -> MSRModifier {
-        let fields = try object(value, path)
+/// One register pattern inside a `cpuid_modifiers` entry.
+private struct RegisterEntryFields: Decodable, JSONAllowsUnknownFields {
+    enum CodingKeys: String, CodingKey { case register, bitmap }
+
+    var register: CPUIDRegister
+    var bitmap: RegisterBitmap
+
+    init(from decoder: any Decoder) throws {
+        let fields = try decoder.container(keyedBy: CodingKeys.self)
+        let required = "each register modifier needs register and bitmap"
+        let name = try fields.decodeRequired(String.self, .register, required)
+        guard let register = CPUIDRegister(rawValue: name) else {
+            throw DecodingError.dataCorruptedError(forKey: .register, in: fields, debugDescription: "\"\(name)\" is not one of eax, ebx, ecx, edx")
+        }
+        self.register = register
+        bitmap = try fields.decodeRequired(BitmapText.self, .bitmap, required).bitmap(width: 32)
+    }
+}
+
+/// One `msr_modifiers` entry; extra fields are ignored, as in Firecracker.
+private struct MSREntryFields: Decodable, JSONAllowsUnknownFields {
+    enum CodingKeys: String, CodingKey { case addr, bitmap }
+
+    var modifier: MSRModifier
+
+    init(from decoder: any Decoder) throws {
+        let fields = try decoder.container(keyedBy: CodingKeys.self)
         let required = "each msr_modifiers entry needs addr and bitmap"
-        let address = try number(field("addr", of: fields, path, required), "\(path).addr")
-        let bitmap = try bitmap(field("bitmap", of: fields, path, required), "\(path).bitmap", width: 64)
-        return MSRModifier(address: address, bitmap: bitmap)
+        let address = try fields.decodeRequired(PrefixedNumber.self, .addr, required).value
+        let bitmap = try fields.decodeRequired(BitmapText.self, .bitmap, required).bitmap(width: 64)
+        modifier = MSRModifier(address: address, bitmap: bitmap)
+    }
+}
+
+/// A bitmap string, parsed once its width is known.
+private struct BitmapText: Decodable {
+    var text: String
+    var codingPath: [any CodingKey]
+
+    init(from decoder: any Decoder) throws {
+        text = try decoder.singleValueContainer().decode(String.self)
+        codingPath = decoder.codingPath
     }
 
-    // MARK: Values
-
-    func field(_ key: String, of fields: [String: JSONValue], _ path: String, _ required: String) throws(CPUTemplateError) -> JSONValue {
-        guard let value = fields[key] else { throw failure("\(path).\(key)", "missing; \(required)") }
-        return value
-    }
-
-    func object(_ value: JSONValue, _ path: String) throws(CPUTemplateError) -> [String: JSONValue] {
-        guard case .object(let fields) = value else { throw failure(path, "expected an object, found \(value.kind)") }
-        return fields
-    }
-
-    func array(_ value: JSONValue, _ path: String) throws(CPUTemplateError) -> [JSONValue] {
-        guard case .array(let items) = value else { throw failure(path, "expected an array, found \(value.kind)") }
-        return items
-    }
-
-    func string(_ value: JSONValue, _ path: String) throws(CPUTemplateError) -> String {
-        guard case .string(let text) = value else { throw failure(path, "expected a string, found \(value.kind)") }
-        return text
-    }
-
-    /// A KVM flags word: Firecracker reads it as a plain JSON integer.
-    func integer(_ value: JSONValue, _ path: String) throws(CPUTemplateError) -> UInt32 {
-        guard case .integer(let number) = value else {
-            throw failure(path, "expected an integer, found \(value.kind)")
+    func bitmap(width: Int) throws -> RegisterBitmap {
+        do {
+            return try RegisterBitmap(parsing: text, width: width)
+        } catch {
+            throw problem(at: codingPath, [], error.description)
         }
-        guard let result = UInt32(exactly: number) else { throw failure(path, "\(number) does not fit in 32 bits") }
-        return result
     }
+}
 
-    /// A leaf, subleaf or MSR address: a string in hexadecimal (`"0x1"`) or
-    /// binary (`"0b1"`), the two forms Firecracker accepts.
-    func number(_ value: JSONValue, _ path: String) throws(CPUTemplateError) -> UInt32 {
-        guard case .string(let text) = value else {
-            throw failure(path, "expected a string such as \"0x1\", found \(value.kind)")
+/// A leaf, subleaf or MSR address: a string in hexadecimal (`"0x1"`) or
+/// binary (`"0b1"`), the two forms Firecracker accepts.
+private struct PrefixedNumber: Decodable {
+    var value: UInt32
+
+    init(from decoder: any Decoder) throws {
+        let node = try decoder.singleValueContainer().decode(JSONValue.self)
+        guard case .string(let text) = node.content else {
+            throw TemplateProblem("expected a string such as \"0x1\", found \(node.kindDescription)")
         }
         let radix: Int
         let name: String
         if text.hasPrefix("0x") { (radix, name) = (16, "hexadecimal") }
         else if text.hasPrefix("0b") { (radix, name) = (2, "binary") }
-        else { throw failure(path, "\"\(text)\" has no 0x (hexadecimal) or 0b (binary) prefix") }
+        else { throw TemplateProblem("\"\(text)\" has no 0x (hexadecimal) or 0b (binary) prefix") }
         let digits = text.dropFirst(2)
         guard !digits.isEmpty, digits.allSatisfy({ ($0.hexDigitValue ?? radix) < radix }) else {
-            throw failure(path, "\"\(text)\" is not a \(name) number")
+            throw TemplateProblem("\"\(text)\" is not a \(name) number")
         }
-        guard let result = UInt32(digits, radix: radix) else { throw failure(path, "\"\(text)\" does not fit in 32 bits") }
-        return result
-    }
-
-    func bitmap(_ value: JSONValue, _ path: String, width: Int) throws(CPUTemplateError) -> RegisterBitmap {
-        let text = try string(value, path)
-        do {
-            return try RegisterBitmap(parsing: text, width: width)
-        } catch {
-            throw failure(path, error.description)
-        }
-    }
-
-    /// `"N"` asks for capability N, `"!N"` drops it from the checked list.
-    func checkCapability(_ value: JSONValue, _ path: String) throws(CPUTemplateError) {
-        let text = try string(value, path)
-        let digits = text.hasPrefix("!") ? text.dropFirst() : Substring(text)
-        guard UInt32(digits) != nil else {
-            throw failure(path, "\"\(text)\" is not a KVM capability number, optionally preceded by !")
-        }
+        guard let result = UInt32(digits, radix: radix) else { throw TemplateProblem("\"\(text)\" does not fit in 32 bits") }
+        value = result
     }
 }

@@ -45,7 +45,18 @@ public struct MSRModifier: Equatable, Sendable {
 /// Apply it to KVM's supported CPUID before `CPUIDNormalizer`, so the
 /// topology and identification fields the VMM must own win over the template
 /// (Firecracker's order, docs/cpu_templates/cpuid-normalization.md).
+///
+/// A template may name one CPUID leaf and subleaf, or one MSR, in more than
+/// one modifier (the file reader refuses it; code that builds a template may
+/// still do it): the modifiers then apply in order, each to the result of the
+/// ones before, and the last one's CPUID flags win. Nothing here traps on such
+/// repeats.
 public struct CPUTemplate: Equatable, Sendable {
+    /// The most MSRs a template may modify: KVM_GET_MSRS and KVM_SET_MSRS
+    /// refuse 256 or more entries in one call (MAX_IO_MSRS in Linux's
+    /// arch/x86/kvm/x86.c), and the VMM reads and writes them in one call each.
+    public static let maximumMSRCount = 255
+
     public var cpuidModifiers: [CPUIDModifier]
     public var msrModifiers: [MSRModifier]
 
@@ -54,8 +65,12 @@ public struct CPUTemplate: Equatable, Sendable {
         self.msrModifiers = msrModifiers
     }
 
-    /// The MSRs the VMM must read back from KVM before `applyMSRs`.
-    public var msrAddresses: [UInt32] { msrModifiers.map(\.address) }
+    /// The MSRs the VMM must read back from KVM before `applyMSRs`, each
+    /// once, in the order the template first names them.
+    public var msrAddresses: [UInt32] {
+        var seen = Set<UInt32>()
+        return msrModifiers.map(\.address).filter { seen.insert($0).inserted }
+    }
 
     /// `entries` with every modifier applied to the entries it matches.
     ///
@@ -81,7 +96,8 @@ public struct CPUTemplate: Equatable, Sendable {
         return result
     }
 
-    /// MSR values (as read from KVM) with the template's patterns applied.
+    /// MSR values (as read from KVM) with the template's patterns applied, in
+    /// order, so a repeated MSR gets each of its patterns.
     /// Every address in `msrAddresses` must be present, as Firecracker requires.
     public func applyMSRs(to values: [UInt32: UInt64]) throws(CPUTemplateApplyError) -> [UInt32: UInt64] {
         var result = values
