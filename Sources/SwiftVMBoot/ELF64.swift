@@ -1,9 +1,13 @@
+import SwiftVMMemory
+
 /// The parts of an ELF64 file the kernel loader needs (System V gABI,
 /// "ELF Header" and "Program Header"), parsed and range-checked.
-public struct ELF64Header {
+public struct ELF64Header: Equatable, Sendable {
     public static let size = 64
     public static let programHeaderSize = 56
 
+    /// e_ident[EI_DATA]: 1 little-endian, 2 big-endian.
+    public var dataEncoding: UInt8
     public var type: UInt16
     public var machine: UInt16
     public var entry: UInt64
@@ -15,6 +19,9 @@ public struct ELF64Header {
     public static let executable: UInt16 = 2  // ET_EXEC
     public static let sharedObject: UInt16 = 3  // ET_DYN (position-independent executables)
 
+    /// Whether the file is little-endian (ELFDATA2LSB), the only order the fields are decoded in.
+    public var isLittleEndian: Bool { dataEncoding == 1 }
+
     /// Decodes the little-endian ELF64 header at the start of `bytes`.
     public init?(_ bytes: [UInt8]) {
         guard bytes.count >= Self.size,
@@ -25,6 +32,7 @@ public struct ELF64Header {
             let phentsize = bytes.loadLittleEndian(UInt16.self, at: 54),
             let phnum = bytes.loadLittleEndian(UInt16.self, at: 56)
         else { return nil }
+        self.dataEncoding = bytes[5]
         self.type = type
         self.machine = machine
         self.entry = entry
@@ -34,7 +42,7 @@ public struct ELF64Header {
     }
 }
 
-public struct ELF64ProgramHeader {
+public struct ELF64ProgramHeader: Equatable, Sendable {
     public static let load: UInt32 = 1  // PT_LOAD
 
     public var type: UInt32
@@ -56,5 +64,41 @@ public struct ELF64ProgramHeader {
         self.physicalAddress = paddr
         self.fileSize = filesz
         self.memorySize = memsz
+    }
+}
+
+extension ELF64Header {
+    /// The program header table, in file order, read from `image` after
+    /// checking that e_phentsize is ELF64's and that every entry lies inside
+    /// the file. Empty when e_phnum is 0.
+    public func programHeaders(in image: some ImageSource) throws(KernelImageError) -> [ELF64ProgramHeader] {
+        let count = Int(programHeaderCount)
+        guard count > 0 else { return [] }
+        guard Int(programHeaderEntrySize) == Self.programHeaderSize else {
+            throw .badProgramHeaderSize(programHeaderEntrySize)
+        }
+        // Name the first entry that runs past the end of the file.
+        let entrySize = UInt64(Self.programHeaderSize)
+        for index in 0..<count {
+            let (end, overflow) = programHeaderOffset.addingReportingOverflow(UInt64(index + 1) * entrySize)
+            if overflow || end > image.size {
+                throw .truncatedProgramHeader(index: index, end: overflow ? .max : end, fileSize: image.size)
+            }
+        }
+        let table: [UInt8]
+        do throws(ImageReadError) {
+            table = try image.bytes(at: programHeaderOffset, count: count * Self.programHeaderSize)
+        } catch {
+            throw .readFailed(error)
+        }
+        var headers: [ELF64ProgramHeader] = []
+        for index in 0..<count {
+            guard let program = ELF64ProgramHeader(table, at: index * Self.programHeaderSize) else {
+                throw .truncatedProgramHeader(
+                    index: index, end: programHeaderOffset + UInt64(index + 1) * entrySize, fileSize: image.size)
+            }
+            headers.append(program)
+        }
+        return headers
     }
 }

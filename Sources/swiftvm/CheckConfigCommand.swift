@@ -1,5 +1,4 @@
 import ArgumentParser
-import Glibc
 import SwiftVM
 import SwiftVMMemory
 import SwiftVMInspect
@@ -16,13 +15,16 @@ struct CheckConfigCommand: ParsableCommand {
             are allowed) and 65 when there are.
             """)
 
+    /// A .config is a few hundred KiB; anything near this is the wrong file.
+    static let sizeLimit = 16 << 20
+
     @Argument(help: "The kernel .config file.")
     var file: String
 
     @OptionGroup var path: GuestPathOptions
 
     func run() throws {
-        let text = try readTextFile(file, role: "kernel config")
+        let text = try readTextFile(file, role: "kernel config", limit: Self.sizeLimit)
         let findings: [KernelConfigFinding]
         do { findings = try KernelConfigCheck.check(configText: text, path: path.guestPath) } catch {
             Log.error("\(file) is not a kernel .config: \(error)")
@@ -65,29 +67,20 @@ func report(_ findings: [KernelConfigFinding], for path: GuestPath, source: Stri
     if errors { throw ExitCode(ExitStatus.badInput) }
 }
 
-/// Reads a whole text file; a missing or unreadable one ends the command with status 66.
-func readTextFile(_ path: String, role: String) throws -> String {
-    String(decoding: try readFile(path, role: role, limit: 16 << 20), as: UTF8.self)
+/// Opens `path` for reading; a file that cannot be opened ends the command
+/// with FileImage's message and exit status (66 missing, 65 unusable).
+func openInput(_ path: String, role: String) throws -> FileImage {
+    do { return try FileImage(path: path, role: role) } catch {
+        Log.error(error.description)
+        throw ExitCode(error.exitCode)
+    }
 }
 
-/// Reads up to `limit` bytes of `path`; a missing or unreadable file ends the command with status 66.
-func readFile(_ path: String, role: String, limit: Int) throws -> [UInt8] {
-    guard let handle = fopen(path, "rb") else {
-        Log.error("cannot open the \(role) \(path): \(String(cString: strerror(errno)))")
-        throw ExitCode(ExitStatus.missingInput)
+/// Reads all of a text file of at most `limit` bytes; a larger one is an error, not a truncated read.
+func readTextFile(_ path: String, role: String, limit: Int) throws -> String {
+    let file = try openInput(path, role: role)
+    do { return String(decoding: try file.readAll(limit: limit), as: UTF8.self) } catch {
+        Log.error(error.description)
+        throw ExitCode(error.exitCode)
     }
-    defer { fclose(handle) }
-    var bytes: [UInt8] = []
-    var chunk = [UInt8](repeating: 0, count: 1 << 20)
-    while bytes.count < limit {
-        let wanted = min(chunk.count, limit - bytes.count)
-        let got = chunk.withUnsafeMutableBytes { fread($0.baseAddress, 1, wanted, handle) }
-        bytes += chunk[0..<got]
-        if got < wanted { break }
-    }
-    if ferror(handle) != 0 {
-        Log.error("cannot read the \(role) \(path) (is it a directory?)")
-        throw ExitCode(ExitStatus.missingInput)
-    }
-    return bytes
 }

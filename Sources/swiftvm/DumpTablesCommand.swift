@@ -3,6 +3,7 @@ import Glibc
 import SwiftVM
 import SwiftVMMemory
 import SwiftVMBoot
+import SwiftVMHost
 
 struct DumpTablesCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -88,14 +89,17 @@ struct DumpTablesCommand: ParsableCommand {
         }
         for file in files {
             let path = out + "/" + file.name
-            guard let handle = fopen(path, "wb") else {
-                Log.error("cannot write \(path): \(String(cString: strerror(errno)))")
+            let output: FileDescriptor
+            do { output = try FileDescriptor.open(path, flags: O_WRONLY | O_CREAT | O_TRUNC) } catch {
+                Log.error("cannot write \(path): \(String(cString: strerror(error.errno)))")
                 throw ExitCode(ExitStatus.missingInput)
             }
-            let written = file.bytes.withUnsafeBytes { fwrite($0.baseAddress, 1, $0.count, handle) }
-            fclose(handle)
-            guard written == file.bytes.count else {
-                Log.error("short write to \(path)")
+            var failure: SystemError?
+            file.bytes.withUnsafeBytes { bytes in
+                do throws(SystemError) { try output.writeAll(bytes) } catch { failure = error }
+            }
+            if let failure {
+                Log.error("cannot write \(path): \(String(cString: strerror(failure.errno)))")
                 throw ExitCode(ExitStatus.hostResource)
             }
             print("\(path) (\(file.bytes.count) bytes)")

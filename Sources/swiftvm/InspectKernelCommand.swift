@@ -1,5 +1,4 @@
 import ArgumentParser
-import Glibc
 import SwiftVM
 import SwiftVMMemory
 import SwiftVMInspect
@@ -23,7 +22,8 @@ struct InspectKernelCommand: ParsableCommand {
     @OptionGroup var path: GuestPathOptions
 
     func run() throws {
-        let image = try KernelFile(path: file)
+        // Read with pread: a large vmlinux is not read whole just to check its headers.
+        let image = try openInput(file, role: "kernel")
         let inspection = KernelInspection.inspect(image)
         print("\(file): \(inspection.format)")
         printFacts(inspection, indent: "  ")
@@ -65,39 +65,5 @@ struct InspectKernelCommand: ParsableCommand {
         }
         for fact in inspection.facts { line(fact.label, fact.value) }
         line("version", inspection.version ?? "no \"Linux version\" banner found")
-    }
-}
-
-/// A kernel file read with pread, so a large vmlinux is not read whole just to check its headers.
-private struct KernelFile: ImageSource {
-    let fd: Int32
-    let size: UInt64
-
-    init(path: String) throws {
-        fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else {
-            Log.error("cannot open the kernel \(path): \(String(cString: strerror(errno)))")
-            throw ExitCode(ExitStatus.missingInput)
-        }
-        var info = stat()
-        guard fstat(fd, &info) == 0, info.st_mode & S_IFMT == S_IFREG else {
-            close(fd)
-            Log.error("the kernel \(path) is not a regular file; give the path of the kernel image")
-            throw ExitCode(ExitStatus.missingInput)
-        }
-        size = UInt64(info.st_size)
-    }
-
-    func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(ImageReadError) {
-        var done = 0
-        while done < buffer.count {
-            let got = pread(fd, buffer.baseAddress?.advanced(by: done), buffer.count - done, off_t(offset) + off_t(done))
-            if got < 0 && errno == EINTR { continue }
-            if got < 0 {
-                throw ImageReadError(offset: offset, length: buffer.count, reason: String(cString: strerror(errno)))
-            }
-            if got == 0 { throw ImageReadError(offset: offset, length: buffer.count) }
-            done += got
-        }
     }
 }

@@ -40,11 +40,7 @@ struct InspectRootfsCommand: ParsableCommand {
     var arch: Architecture = .x86_64
 
     func run() throws {
-        let image: FileImage
-        do { image = try FileImage(path: file, role: "root file system image") } catch {
-            Log.error(error.description)
-            throw ExitCode(error.exitCode)
-        }
+        let image = try openInput(file, role: "root file system image")
         var usable = true
         let findings = DiskImageProbe.rootFindings(image, path: file, hasPartUUID: false)
         let reader: Ext4Reader

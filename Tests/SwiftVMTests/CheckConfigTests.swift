@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+@testable import SwiftVM
 
 /// `swiftvm check-config` as a user runs it: findings on stdout, exit 65 on errors.
 @Suite("swiftvm check-config")
@@ -117,5 +118,45 @@ struct CheckConfigTests {
         #expect(garbage.stderr.contains("is not a kernel .config: line 1"))
         #expect(try SwiftVMProcess.run(["check-config", "/nonexistent/config"]).status == 66)
         #expect(try Self.check(try Self.fragment("microvm-aarch64-6.1.config"), ["--arch", "aarch64", "--no-acpi"]).status == 64)
+    }
+
+    @Test("a file over 16 MiB is refused with its size, not checked by its first 16 MiB (exit 65)")
+    func tooLarge() throws {
+        // A usable config followed by comments: its first 16 MiB alone would pass.
+        var text = try Self.fragment("microvm-x86_64-6.1.config")
+        let padding = String(repeating: "# padding\n", count: (16 << 20) / 10 + 1)
+        text += padding
+        let outcome = try Self.check(text)
+        #expect(outcome.status == 65)
+        #expect(outcome.stderr.contains("the kernel config "), "stderr: \(outcome.stderr)")
+        #expect(outcome.stderr.contains(" is \(text.utf8.count) bytes; swiftvm reads at most 16 MiB of a kernel config"))
+        #expect(!outcome.stdout.contains("usable"))
+    }
+
+    @Test("a pipe, which has no size, is read to its end; past the limit it is an error")
+    func pipeInput() throws {
+        func pipe(holding bytes: [UInt8]) throws -> Int32 {
+            var ends: [Int32] = [0, 0]
+            try #require(Glibc.pipe(&ends) == 0)
+            // Small enough for the pipe's buffer, so the write completes with no reader.
+            #expect(bytes.withUnsafeBytes { Glibc.write(ends[1], $0.baseAddress, $0.count) } == bytes.count)
+            close(ends[1])
+            return ends[0]
+        }
+        let text = Array("CONFIG_VIRTIO_BLK=y\n".utf8)
+        let small = try pipe(holding: text)
+        defer { close(small) }
+        let image = try FileImage(path: "/dev/fd/\(small)", role: "kernel config")
+        #expect(image.size == 0)
+        #expect(try image.readAll(limit: 100) == text)
+
+        let large = try pipe(holding: [UInt8](repeating: 0x23, count: 200))
+        defer { close(large) }
+        let error = #expect(throws: VMMError.self) {
+            try FileImage(path: "/dev/fd/\(large)", role: "kernel config").readAll(limit: 100)
+        }
+        #expect(error?.message == "the kernel config /dev/fd/\(large) holds more than 100 bytes; swiftvm reads at most "
+            + "100 bytes of a kernel config and does not cut one short (is this the right file?)")
+        #expect(error?.exitCode == 65)
     }
 }

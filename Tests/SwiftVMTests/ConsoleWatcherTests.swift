@@ -1,5 +1,6 @@
 import Testing
 @testable import SwiftVM
+import SwiftVMDevices
 
 @Suite("Diagnosing a boot from its console")
 struct ConsoleWatcherTests {
@@ -42,6 +43,10 @@ struct ConsoleWatcherTests {
         let disabled = watcher.summary(commandLine: "console=ttyS0 8250.nr_uarts=0")
         #expect(disabled?.contains("8250.nr_uarts=0") == true)
         #expect(disabled?.contains("no console=ttyS0") == false)
+        // Quotes and tabs are read as the kernel reads them; a console= after -- is init's, not the kernel's.
+        let quoted = watcher.summary(commandLine: "console=\"ttyS0\"\t8250.nr_uarts=\"0\"") ?? ""
+        #expect(!quoted.contains("no console=ttyS0") && quoted.contains("8250.nr_uarts=0"))
+        #expect(watcher.summary(commandLine: "quiet -- console=ttyS0")?.contains("no console=ttyS0") == true)
     }
 
     @Test("on a host that emulates guests, silence is explained by the emulation, not by the kernel config")

@@ -67,11 +67,6 @@ final class TemporaryImage {
     }
 }
 
-/// A recognisable pattern: no two nearby sectors hold the same bytes.
-private func pattern(_ count: Int, seed: UInt8 = 0) -> [UInt8] {
-    (0..<count).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ $0 >> 9 &+ Int(seed)) }
-}
-
 private func read(_ backend: any BlockBackend, _ count: Int, at offset: UInt64) throws -> [UInt8] {
     var bytes = [UInt8](repeating: 0xee, count: count)
     try bytes.withUnsafeMutableBytes { try backend.read(into: $0, at: offset) }
@@ -90,7 +85,7 @@ struct IOUringBlockBackendTests {
     @Test("reads return the image's bytes and writes land in the file", .enabled(if: IOUringHost.available, IOUringHost.reason),
           arguments: Engine.allCases)
     func readWriteRoundTrip(engine: Engine) throws {
-        let original = pattern(Self.imageSize)
+        let original = TestImages.pattern(sectors: Self.imageSize / 512)
         let image = try TemporaryImage(original)
         let backend = try engine.open(DriveConfig(id: "data", path: image.path))
         #expect(backend.size == UInt64(Self.imageSize))
@@ -100,7 +95,8 @@ struct IOUringBlockBackendTests {
         #expect(try read(backend, 512, at: UInt64(Self.imageSize - 512)) == Array(original[(Self.imageSize - 512)...]))
 
         // A multi-sector write at an unaligned length, then a read of it through the backend and of the file itself.
-        let update = pattern(3 * 4096 + 17, seed: 0x5a)
+        // The pattern from sector 0 again, written at sector 8: every byte differs from the one it replaces.
+        let update = Array(TestImages.pattern(sectors: 25).prefix(3 * 4096 + 17))
         try write(backend, update, at: 4096)
         try backend.flush()
         var expected = original
@@ -113,7 +109,7 @@ struct IOUringBlockBackendTests {
           arguments: [(Engine.sync, Engine.async), (Engine.async, Engine.sync)])
     func enginesAgree(writer: Engine, reader: Engine) throws {
         let image = try TemporaryImage([UInt8](repeating: 0, count: Self.imageSize))
-        let update = pattern(8192, seed: 3)
+        let update = TestImages.pattern(sectors: 16)
         do {
             let backend = try writer.open(DriveConfig(id: "data", path: image.path))
             try write(backend, update, at: 16384)
@@ -127,7 +123,7 @@ struct IOUringBlockBackendTests {
     @Test("a read past the end of the image fails with EIO instead of returning stale bytes",
           .enabled(if: IOUringHost.available, IOUringHost.reason), arguments: Engine.allCases)
     func readPastEnd(engine: Engine) throws {
-        let image = try TemporaryImage(pattern(Self.imageSize))
+        let image = try TemporaryImage(TestImages.pattern(sectors: Self.imageSize / 512))
         let backend = try engine.open(DriveConfig(id: "data", path: image.path))
         for offset in [UInt64(Self.imageSize - 512), UInt64(Self.imageSize), UInt64(Self.imageSize) * 4] {
             let error = #expect(throws: SystemError.self) { try read(backend, 1024, at: offset) }
@@ -138,7 +134,7 @@ struct IOUringBlockBackendTests {
     @Test("a read-only drive is opened O_RDONLY and refuses writes, leaving the file as it was",
           .enabled(if: IOUringHost.available, IOUringHost.reason), arguments: Engine.allCases)
     func readOnlyDrive(engine: Engine) throws {
-        let original = pattern(Self.imageSize)
+        let original = TestImages.pattern(sectors: Self.imageSize / 512)
         let image = try TemporaryImage(original)
         let backend = try engine.open(DriveConfig(id: "data", path: image.path, readOnly: true))
         let fd = try #require(engine.descriptor(of: backend))
@@ -152,7 +148,7 @@ struct IOUringBlockBackendTests {
     @Test("a second writer is refused while a drive is open, and read-only drives share it",
           .enabled(if: IOUringHost.available, IOUringHost.reason), arguments: Engine.allCases)
     func lockRefusesSecondWriter(engine: Engine) throws {
-        let image = try TemporaryImage(pattern(Self.imageSize))
+        let image = try TemporaryImage(TestImages.pattern(sectors: Self.imageSize / 512))
         do {
             let first = try engine.open(DriveConfig(id: "first", path: image.path))
             for other in Engine.allCases {
@@ -160,7 +156,7 @@ struct IOUringBlockBackendTests {
                     let error = #expect(throws: VMMError.self) {
                         try other.open(DriveConfig(id: "second", path: image.path, readOnly: readOnly))
                     }
-                    #expect(error?.kind == .badInput)
+                    #expect(error?.kind == .driveBusy(id: "second"))
                     #expect(error?.message == "drive second: \(image.path) is in use by another process (it holds a lock on it); "
                         + "a disk image written by two VMs at once is corrupted")
                 }
@@ -175,7 +171,7 @@ struct IOUringBlockBackendTests {
     @Test("a missing image gets the same error from both engines", arguments: Engine.allCases)
     func missingImage(engine: Engine) {
         let error = #expect(throws: VMMError.self) { try engine.open(DriveConfig(id: "data", path: "/nonexistent/disk.ext4")) }
-        #expect(error?.kind == .missingInput)
+        #expect(error?.kind == .missingFile(path: "/nonexistent/disk.ext4"))
         #expect(error?.message == "cannot open drive data (/nonexistent/disk.ext4): No such file or directory")
     }
 }
@@ -235,7 +231,7 @@ struct AsyncEngineUnavailableTests {
 struct IOUringTests {
     @Test("a read that reaches the end of the file returns the bytes that exist, then 0")
     func readAtEndOfFile() throws {
-        let bytes = pattern(10_000)
+        let bytes = Array(TestImages.pattern(sectors: 20).prefix(10_000))
         let image = try TemporaryImage(bytes)
         let file = try FileDescriptor.open(image.path, flags: O_RDONLY)
         let ring = try IOUring(entries: 4)

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+@testable import SwiftVM
 
 /// `swiftvm run` reports, before the guest runs, what would make the boot fail silently.
 @Suite("Pre-flight checks of swiftvm run")
@@ -51,5 +52,47 @@ struct PreflightTests {
         #expect(outcome.stderr.contains("no console=ttyS0"))
         #expect(outcome.stderr.contains("8250.nr_uarts=0 switches off the guest's only serial port"))
         #expect(outcome.stderr.contains("root=/dev/vdb names virtio disk 2, but no drives are attached"))
+    }
+
+    @Test("quoted console= and root= are read as the kernel reads them", .enabled(if: GuestKernel.path != nil, "no guest kernel: run scripts/build-kernel.sh"))
+    func quotedParameters() throws {
+        let kernel = try #require(GuestKernel.path)
+        let outcome = try SwiftVMProcess.run([
+            "run", "--kernel", kernel, "--cmdline", #"reboot=k console="ttyS0" root="/dev/vdb""#, "--no-console-input",
+        ])
+        #expect(outcome.status == 64)
+        #expect(!outcome.stderr.contains("no console=ttyS0"), "stderr: \(outcome.stderr)")
+        #expect(outcome.stderr.contains("root=/dev/vdb names virtio disk 2, but no drives are attached"), "stderr: \(outcome.stderr)")
+    }
+
+    @Test("the findings take quoted values, and nothing after --, which goes to init")
+    func findingsFromParameters() {
+        var config = VMConfig(kernelPath: "/vmlinux", commandLine: #"console="ttyS0,115200n8" root="/dev/vdb""#)
+        #expect(Machine.commandLineFindings(config, kernelIsLinux: true) == [.init(
+            severity: .error, message: "root=/dev/vdb names virtio disk 2, but no drives are attached (--rootfs or --drive)")])
+
+        config.commandLine = #""console=ttyS0" 8250.nr_uarts="0" -- root=/dev/vda console=ttyS0"#
+        let messages = Machine.commandLineFindings(config, kernelIsLinux: true).map(\.message)
+        #expect(messages.count == 2, "\(messages)")
+        #expect(messages.contains { $0.hasPrefix("8250.nr_uarts=0 switches off") })
+        #expect(messages.contains { $0.hasPrefix("no root file system") })
+
+        config.commandLine = "console=tty0"
+        #expect(Machine.commandLineFindings(config, kernelIsLinux: true).first?.message.hasPrefix(
+            "the command line has console=tty0 but no console=ttyS0") == true)
+    }
+
+    @Test("root= and virtio_mmio.device= are added before a --, and a quoted root= counts as one")
+    func guestCommandLine() {
+        var config = VMConfig(kernelPath: "/vmlinux", commandLine: "console=ttyS0 -- single")
+        config.drives = [DriveConfig(id: "rootfs", path: "/rootfs.ext4", isRootDevice: true)]
+        config.entropyDevice = false
+        #expect(config.guestCommandLine == "console=ttyS0 root=/dev/vda rw -- single")
+        config.acpi = false
+        #expect(config.guestCommandLine == "console=ttyS0 root=/dev/vda rw virtio_mmio.device=4K@0xc0001000:5 -- single")
+
+        config.acpi = true
+        config.commandLine = #"console=ttyS0 root="/dev/vda1""#
+        #expect(config.guestCommandLine == #"console=ttyS0 root="/dev/vda1""#)
     }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import SwiftVMBoot
+@testable import SwiftVM
 
 /// The test guest drives swiftvm's virtio devices like a Linux driver would;
 /// the host then checks the image files byte for byte.
@@ -8,19 +9,11 @@ import SwiftVMBoot
 struct VirtioTests {
     static let sectors = 64
 
-    /// The image the guest expects: byte j of sector k is (k * 7 + j) & 0xff.
-    static func pattern() -> [UInt8] {
-        (0..<sectors).flatMap { k in (0..<512).map { j in UInt8((k * 7 + j) & 0xff) } }
-    }
+    /// The image the guest expects (see Tests/TestGuest/README.md).
+    static func pattern() -> [UInt8] { TestImages.pattern(sectors: sectors) }
 
-    /// What the guest writes to sectors 8...11: ((k ^ 0x5a) + j * 3) & 0xff.
-    static func guestWrites(_ image: [UInt8]) -> [UInt8] {
-        var expected = image
-        for k in 8...11 {
-            for j in 0..<512 { expected[k * 512 + j] = UInt8(((k ^ 0x5a) + j * 3) & 0xff) }
-        }
-        return expected
-    }
+    /// The image after the guest's writes to sectors 8...11.
+    static func guestWrites(_ image: [UInt8]) -> [UInt8] { TestImages.afterGuestWrites(image) }
 
     static func image(_ name: String) throws -> String {
         try SwiftVMProcess.temporaryFile(pattern(), name: name)

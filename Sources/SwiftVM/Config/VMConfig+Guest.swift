@@ -33,10 +33,11 @@ extension VMConfig {
     /// The command line the guest gets: the configured one, plus `root=` for a
     /// root drive (unless the line already names a root), plus, without ACPI,
     /// one `virtio_mmio.device=` stanza per device for kernels built with
-    /// CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES.
+    /// CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES. The additions go before a `--` in the
+    /// configured line, since the kernel hands every word after it to init.
     public var guestCommandLine: String {
-        var words = [commandLine]
-        let hasRoot = commandLine.split(separator: " ").contains { $0.hasPrefix("root=") }
+        var words: [String] = []
+        let hasRoot = KernelCommandLine.parameters(in: commandLine).value(of: "root") != nil
         if let root = drives.first(where: \.isRootDevice), !hasRoot {
             words.append(root.rootParameters)
         }
@@ -45,6 +46,6 @@ extension VMConfig {
                 words.append("virtio_mmio.device=4K@0x\(String(slot.window.base.rawValue, radix: 16)):\(slot.window.irq)")
             }
         }
-        return words.filter { !$0.isEmpty }.joined(separator: " ")
+        return KernelCommandLine.addingParameters(words, to: commandLine)
     }
 }

@@ -9,17 +9,23 @@ struct TestImages {
     let drives: [DriveConfig]
     let kinds: [SelfTest.TestDrive.Kind]
 
-    /// Byte j of sector k before the guest runs: (k * 7 + j) & 0xff.
-    static let pattern: [UInt8] = (0..<sectors).flatMap { k in (0..<512).map { j in UInt8((k * 7 + j) & 0xff) } }
+    /// The disk test pattern, `sectors` sectors of it: byte j of sector k is
+    /// (k * 7 + j) & 0xff. The test guest checks what it reads against the
+    /// same formula (read_pattern() in Tests/TestGuest/virtio_blk.c); Swift
+    /// code that needs the pattern uses this one definition.
+    static func pattern(sectors: Int) -> [UInt8] {
+        (0..<sectors).flatMap { k in (0..<512).map { j in UInt8((k * 7 + j) & 0xff) } }
+    }
 
-    /// The image after the guest wrote sectors 8...11 with ((k ^ 0x5a) + j * 3) & 0xff.
-    static let afterGuestWrites: [UInt8] = {
-        var bytes = pattern
+    /// `image` after the test guest wrote sectors 8...11 with
+    /// ((k ^ 0x5a) + j * 3) & 0xff (write_pattern() in virtio_blk.c).
+    static func afterGuestWrites(_ image: [UInt8]) -> [UInt8] {
+        var bytes = image
         for k in 8...11 {
             for j in 0..<512 { bytes[k * 512 + j] = UInt8(((k ^ 0x5a) + j * 3) & 0xff) }
         }
         return bytes
-    }()
+    }
 
     init(_ specs: [SelfTest.TestDrive]) throws(SystemError) {
         kinds = specs.map(\.kind)
@@ -36,7 +42,7 @@ struct TestImages {
             let path = "\(directory)/\(spec.kind.rawValue)\(index).img"
             let fd = try FileDescriptor.open(path, flags: O_WRONLY | O_CREAT | O_TRUNC)
             var failure: SystemError?
-            TestImages.pattern.withUnsafeBytes { bytes in
+            TestImages.pattern(sectors: TestImages.sectors).withUnsafeBytes { bytes in
                 do throws(SystemError) { try fd.writeAll(bytes) } catch { failure = error }
             }
             if let failure { throw failure }
@@ -49,8 +55,10 @@ struct TestImages {
 
     /// One check: every image holds what the guest wrote, and the read-only one is untouched.
     func verify(_ scenario: String) -> SelfTest.Check {
+        let original = TestImages.pattern(sectors: TestImages.sectors)
+        let written = TestImages.afterGuestWrites(original)
         for (drive, kind) in zip(drives, kinds) {
-            let expected = kind == .ro ? TestImages.pattern : TestImages.afterGuestWrites
+            let expected = kind == .ro ? original : written
             guard let image = try? FileImage(path: drive.path, role: "drive"),
                 let bytes = try? image.bytes(at: 0, count: Int(image.size))
             else {

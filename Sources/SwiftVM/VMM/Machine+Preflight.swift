@@ -11,30 +11,30 @@ extension Machine {
     /// payloads, like swiftvm's test guest, have their own conventions.
     static func commandLineFindings(_ config: VMConfig, kernelIsLinux: Bool) -> [DiskImageFinding] {
         guard kernelIsLinux else { return [] }
-        let words = config.guestCommandLine.split(separator: " ").map(String.init)
+        let parameters = KernelCommandLine.parameters(in: config.guestCommandLine)
         var findings: [DiskImageFinding] = []
-        let consoles = words.filter { $0.hasPrefix("console=") }
-        if !consoles.contains(where: { $0.hasPrefix("console=ttyS0") }) {
-            let given = consoles.isEmpty ? "no console=" : consoles.joined(separator: " ")
+        let consoles = parameters.values(of: "console")
+        if !consoles.contains(where: { $0.hasPrefix("ttyS0") }) {
+            let given = consoles.isEmpty ? "no console=" : consoles.map { "console=" + $0 }.joined(separator: " ")
             findings.append(.init(
                 severity: .warning,
                 message: "the command line has \(given) but no console=ttyS0: the kernel's messages will not "
                     + "appear here (add --append console=ttyS0)"))
         }
-        if words.contains("8250.nr_uarts=0") {
+        if parameters.value(of: "8250.nr_uarts") == "0" {
             findings.append(.init(
                 severity: .warning,
                 message: "8250.nr_uarts=0 switches off the guest's only serial port: nothing will appear on the "
                     + "console (use 8250.nr_uarts=1)"))
         }
-        let root = words.last { $0.hasPrefix("root=") }
+        let root = parameters.value(of: "root")
         if root == nil && config.initrdPath == nil {
             findings.append(.init(
                 severity: .warning,
                 message: "no root file system: without --rootfs, a root= parameter or an --initrd, the kernel will stop "
                     + "with \"VFS: Unable to mount root fs\" (scripts/build-rootfs.sh builds an image for --rootfs)"))
         }
-        if let root, root.hasPrefix("root=/dev/vd"), let letter = root.dropFirst("root=/dev/vd".count).first,
+        if let root, root.hasPrefix("/dev/vd"), let letter = root.dropFirst("/dev/vd".count).first,
             let scalar = letter.unicodeScalars.first, ("a"..."z").contains(letter)
         {
             let index = Int(scalar.value - UnicodeScalar("a").value)
@@ -42,7 +42,7 @@ extension Machine {
             if index >= drives {
                 findings.append(.init(
                     severity: .error,
-                    message: "\(root) names virtio disk \(index + 1), but \(drives == 0 ? "no drives are" : drives == 1 ? "only 1 drive is" : "only \(drives) drives are") attached "
+                    message: "root=\(root) names virtio disk \(index + 1), but \(drives == 0 ? "no drives are" : drives == 1 ? "only 1 drive is" : "only \(drives) drives are") attached "
                         + "(--rootfs or --drive)"))
             }
         }

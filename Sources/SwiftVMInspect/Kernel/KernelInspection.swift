@@ -41,20 +41,21 @@ public struct KernelInspection: Sendable {
     public static func inspect(_ image: some ImageSource) -> KernelInspection {
         let format = KernelFormat.detect(image)
         var result = KernelInspection(format: format)
-        do throws(KernelImageError) { try checkX86(image) } catch { result.problems[.x86_64] = error.description }
+        // The loader's own checks, less the guest's RAM size, which `run` chooses.
+        do throws(KernelImageError) { _ = try VmlinuxLayout(image) } catch { result.problems[.x86_64] = error.description }
         do throws(Arm64ImageError) { _ = try Arm64ImageLoader.checkedHeader(image) } catch {
             result.problems[.aarch64] = error.description
         }
         let count = Int(min(image.size, UInt64(scanLimit)))
         guard let bytes = try? image.bytes(at: 0, count: count) else { return result }
-        result.describe(bytes, fileSize: image.size)
+        result.describe(bytes, image: image)
         return result
     }
 
-    private mutating func describe(_ bytes: [UInt8], fileSize: UInt64) {
-        facts.append(Fact(label: "size", value: "\(fileSize) bytes"))
+    private mutating func describe(_ bytes: [UInt8], image: some ImageSource) {
+        facts.append(Fact(label: "size", value: "\(image.size) bytes"))
         switch format {
-        case .elf: describeELF(bytes)
+        case .elf: describeELF(bytes, image: image)
         case .bzImage: describeBzImage(bytes)
         case .arm64Image: describeArm64Image(bytes)
         case .peImage: describePE(bytes)
@@ -67,27 +68,19 @@ public struct KernelInspection: Sendable {
 
     // MARK: - Formats
 
-    private mutating func describeELF(_ bytes: [UInt8]) {
+    private mutating func describeELF(_ bytes: [UInt8], image: some ImageSource) {
         guard case .elf(let bits, _, let machineName) = format else { return }
         facts.append(Fact(label: "machine", value: machineName))
         facts.append(Fact(label: "class", value: bits == 0 ? "invalid" : "ELF\(bits)"))
         facts.append(Fact(label: "byte order", value: bytes.count > 5 && bytes[5] == 2 ? "big-endian" : "little-endian"))
-        guard bits == 64, bytes.count > 5, bytes[5] == 1, let header = ELF64Header(bytes) else { return }
+        guard bits == 64, let header = ELF64Header(bytes), header.isLittleEndian else { return }
         facts.append(Fact(label: "entry point", value: hex(header.entry)))
-        guard Int(header.programHeaderEntrySize) == ELF64Header.programHeaderSize else { return }
-        var low = UInt64.max, high: UInt64 = 0, loads = 0
-        for index in 0..<Int(header.programHeaderCount) {
-            let (offset, overflow) = header.programHeaderOffset.addingReportingOverflow(UInt64(index * ELF64Header.programHeaderSize))
-            guard !overflow, offset <= UInt64(Int.max),
-                let program = ELF64ProgramHeader(bytes, at: Int(offset)), program.type == ELF64ProgramHeader.load
-            else { continue }
-            loads += 1
-            low = min(low, program.physicalAddress)
-            high = max(high, program.physicalAddress &+ program.memorySize)
-        }
-        if loads > 0 {
-            facts.append(Fact(label: "PT_LOAD", value: "\(loads) segment\(loads == 1 ? "" : "s"), physical [\(hex(low)), \(hex(high)))"))
-        }
+        // The segments as stated, for any machine and even when the loader refuses them:
+        // the range helps to see why.
+        guard let segments = try? VmlinuxLayout.loadSegments(image, header: header) else { return }
+        let span = VmlinuxLayout.span(of: segments)
+        let count = segments.count
+        facts.append(Fact(label: "PT_LOAD", value: "\(count) segment\(count == 1 ? "" : "s"), physical [\(hex(span.lowest)), \(hex(span.end)))"))
     }
 
     /// The setup header (Documentation/arch/x86/boot.rst, "The Real-Mode Kernel Header").
@@ -213,46 +206,5 @@ public struct KernelInspection: Sendable {
                 return nil
             }
         }
-    }
-
-    // MARK: - Usability
-
-    /// The checks `swiftvm run` makes on an x86_64 kernel before loading it,
-    /// less the ones that depend on the guest's memory size.
-    static func checkX86(_ image: some ImageSource) throws(KernelImageError) {
-        let header = try KernelLoader.elfHeader(image)
-        let count = Int(header.programHeaderCount)
-        guard count > 0 else { throw .noLoadableSegments }
-        guard Int(header.programHeaderEntrySize) == ELF64Header.programHeaderSize else {
-            throw .badProgramHeaderSize(header.programHeaderEntrySize)
-        }
-        let (tableEnd, overflow) = header.programHeaderOffset.addingReportingOverflow(UInt64(count * ELF64Header.programHeaderSize))
-        guard !overflow, tableEnd <= image.size else {
-            throw .truncatedProgramHeader(index: count - 1, end: overflow ? .max : tableEnd, fileSize: image.size)
-        }
-        let table: [UInt8]
-        do throws(ImageReadError) {
-            table = try image.bytes(at: header.programHeaderOffset, count: count * ELF64Header.programHeaderSize)
-        } catch { throw .readFailed(error) }
-        var entryInside = false, loads = 0
-        for index in 0..<count {
-            guard let program = ELF64ProgramHeader(table, at: index * ELF64Header.programHeaderSize),
-                program.type == ELF64ProgramHeader.load
-            else { continue }
-            loads += 1
-            let (fileEnd, fileOverflow) = program.offset.addingReportingOverflow(program.fileSize)
-            let (_, memoryOverflow) = program.physicalAddress.addingReportingOverflow(program.memorySize)
-            guard !fileOverflow, !memoryOverflow else { throw .addressOverflow(index: index) }
-            guard fileEnd <= image.size else { throw .truncatedSegment(index: index, end: fileEnd, fileSize: image.size) }
-            guard program.fileSize <= program.memorySize else {
-                throw .fileSizeExceedsMemorySize(index: index, fileSize: program.fileSize, memorySize: program.memorySize)
-            }
-            guard program.physicalAddress >= X86Layout.highMemory.rawValue else {
-                throw .segmentBelowHighMemory(index: index, start: program.physicalAddress)
-            }
-            if header.entry >= program.physicalAddress, header.entry - program.physicalAddress < program.memorySize { entryInside = true }
-        }
-        guard loads > 0 else { throw .noLoadableSegments }
-        guard entryInside else { throw .entryOutsideSegments(entry: header.entry) }
     }
 }
