@@ -37,10 +37,12 @@ let package = Package(
         .executableTarget(
             name: "swiftvm",
             dependencies: [
-                "SwiftVM", "SwiftVMMemory", "SwiftVMBoot", "SwiftVMInspect",
+                "SwiftVM", "SwiftVMMemory", "SwiftVMBoot", "SwiftVMInspect", "SwiftVMHost",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // A program that embeds the library, built and run by the test suite (docs/library.md).
+        .executableTarget(name: "swiftvm-embedding-example", dependencies: ["SwiftVM"], path: "Tests/EmbeddingExample"),
         .target(name: "SwiftVMTestSupport", dependencies: ["SwiftVMMemory", "SwiftVMBoot"], path: "Tests/SwiftVMTestSupport"),
         .testTarget(name: "SwiftVMBootTests", dependencies: ["SwiftVMMemory", "SwiftVMBoot", "SwiftVMTestSupport"]),
         .testTarget(name: "SwiftVMInspectTests", dependencies: ["SwiftVMMemory", "SwiftVMBoot", "SwiftVMInspect", "SwiftVMTestSupport"]),

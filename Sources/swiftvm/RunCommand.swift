@@ -1,6 +1,9 @@
 import ArgumentParser
 import Glibc
 import SwiftVM
+import SwiftVMBoot
+import SwiftVMHost
+import SwiftVMMemory
 import SwiftVMMemory
 import SwiftVMBoot
 
@@ -65,6 +68,9 @@ struct RunCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Seconds of an empty guest console before swiftvm says why that happens (0: never).", visibility: .hidden))
     var consoleSilenceWarning: Int = 20
 
+    @Option(help: ArgumentHelp("KiB of console output held for a reader that does not keep up; more is dropped.", visibility: .hidden))
+    var consoleBufferKib: Int = 256
+
     @Option(help: ArgumentHelp("The KVM device to open.", visibility: .hidden))
     var kvmDevice: String = "/dev/kvm"
 
@@ -82,12 +88,16 @@ struct RunCommand: ParsableCommand {
     func run() throws {
         log.apply()
         var commandLine = cmdline ?? KernelCommandLine.defaultX86
-        for extra in append where !extra.isEmpty { commandLine += " " + extra }
+        // Kernel parameters go before a "--", after which words are init's.
+        commandLine = KernelCommandLine.addingParameters(append, to: commandLine)
         var config = VMConfig(kernelPath: kernel, commandLine: commandLine, vcpuCount: vcpus, memoryMiB: memory)
         config.initrdPath = initrd
-        config.serialInput = !noConsoleInput
+        let interactive = !noConsoleInput && Terminal.isTerminal(0)
+        config.serialInput = noConsoleInput ? nil : VMConfig.SerialInput(fd: 0, escapes: interactive)
+        config.cpuTemplatePath = cpuTemplate
         config.kvmPath = kvmDevice
         config.consoleSilenceWarningSeconds = consoleSilenceWarning > 0 ? consoleSilenceWarning : nil
+        config.consoleBufferBytes = max(4, consoleBufferKib) * 1024
         if let serialOut { config.serialOutput = .file(serialOut) }
         config.acpi = !noACPI
         config.entropyDevice = !noRNG
@@ -100,21 +110,12 @@ struct RunCommand: ParsableCommand {
             Log.error(error.description)
             throw ExitCode(ExitStatus.usage)
         }
-        if let cpuTemplate {
-            do { config.cpuTemplate = try CPUTemplateFile.load(path: cpuTemplate) } catch {
-                Log.error(error.description)
-                throw ExitCode(error.exitCode)
-            }
-        }
         let vm: MicroVM
         do { vm = try MicroVM(config: config) } catch {
             Log.error(error.description)
             throw ExitCode(error.exitCode)
         }
-        if !noConsoleInput && isatty(0) == 1 {
-            Log.info("console attached; Ctrl-A x stops the VM")
-        }
-        let reason = vm.run()
+        let reason = try Self.run(vm, interactive: interactive)
         // A clean exit with an empty console is a guest that chose to be quiet.
         if let diagnosis = vm.bootDiagnosis, !(reason.isClean && vm.machineWasSilent) {
             Log.warning(diagnosis)
@@ -127,5 +128,44 @@ struct RunCommand: ParsableCommand {
             Log.error(reason.description)
         }
         throw ExitCode(reason.exitCode)
+    }
+
+    /// Runs `vm` as the process's one VM: termination signals stop it (and
+    /// are reported as the exit reason), SIGUSR1 prints the vCPUs' registers,
+    /// SIGPIPE is ignored, and an interactive terminal is in raw mode for the
+    /// run. This is the process policy the library leaves to its front end.
+    static func run(_ vm: MicroVM, interactive: Bool) throws -> VMExitReason {
+        signal(SIGPIPE, SIG_IGN)
+        let signals: FileDescriptor
+        do { signals = try Signals.signalDescriptor(for: Signals.termination + [Signals.stateReport]) } catch {
+            Log.error("cannot watch for signals: \(error)")
+            throw ExitCode(ExitStatus.hostResource)
+        }
+        do {
+            try vm.events.subscribe(signals.rawValue) { _ in
+                while let number = Signals.readSignal(from: signals) {
+                    if number == Signals.stateReport {
+                        Log.info("vCPU registers (SIGUSR1):\n" + vm.vcpuReport())
+                    } else {
+                        vm.stop(because: .signal(number))
+                    }
+                }
+            }
+        } catch {
+            Log.error(error.description)
+            throw ExitCode(error.exitCode)
+        }
+        if interactive {
+            do { try Terminal.enterRawMode(0) } catch {
+                Log.warning("cannot put the terminal in raw mode (\(error)); input is line-buffered")
+            }
+            Log.info("console attached; Ctrl-A x stops the VM")
+        }
+        defer { Terminal.restore() }
+        do { try vm.start() } catch {
+            Log.error(error.description)
+            throw ExitCode(error.exitCode)
+        }
+        return vm.wait()
     }
 }

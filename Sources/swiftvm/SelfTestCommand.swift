@@ -1,6 +1,7 @@
 import ArgumentParser
 import Glibc
 import SwiftVM
+import SwiftVMHost
 import SwiftVMMemory
 
 struct SelfTestCommand: ParsableCommand {

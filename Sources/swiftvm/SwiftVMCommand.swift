@@ -18,7 +18,7 @@ struct SwiftVMCommand: ParsableCommand {
         defaultSubcommand: nil)
 
     static func main() {
-        BootClock.markStart()
+        BootClock.markProcessStart()
         do {
             var command = try parseAsRoot()
             try command.run()

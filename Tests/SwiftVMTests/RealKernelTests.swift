@@ -1,5 +1,6 @@
 import Foundation
 import SwiftVM
+import SwiftVMHost
 import Testing
 import SwiftVMBoot
 

@@ -1,5 +1,6 @@
 import Testing
 @testable import SwiftVM
+import SwiftVMHost
 
 @Suite("Judging a selftest run")
 struct SelfTestEvaluationTests {

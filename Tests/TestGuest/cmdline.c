@@ -44,6 +44,8 @@ static void parse_mode(const char *v, uint64_t len, struct guest_params *p)
         { "blkbench", MODE_BLKBENCH },
         { "silent", MODE_SILENT },
         { "insn", MODE_INSN },
+        { "flood", MODE_FLOOD },
+        { "ticker", MODE_TICKER },
     };
     for (unsigned i = 0; i < sizeof modes / sizeof modes[0]; i++) {
         if (word_is(v, len, modes[i].name)) {

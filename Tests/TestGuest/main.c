@@ -66,6 +66,24 @@ static void run_triplefault(void)
     __asm__ volatile("ud2");
 }
 
+/* Writes console lines as fast as the UART takes them, forever: the VMM
+ * must stay stoppable whatever its console's reader does. */
+static void run_flood(void)
+{
+    for (uint64_t n = 0;; n++)
+        kprintf("FLOOD %u 0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz\n", (unsigned)n);
+}
+
+/* Prints TICK <n> about every 50 ms of wall time, forever: a host program
+ * sees whether the vCPU runs, is paused, or was stopped. */
+static void run_ticker(void)
+{
+    for (uint64_t n = 0;; n++) {
+        kprintf("TICK %u\n", (unsigned)n);
+        lapic_delay_us(50000);
+    }
+}
+
 static void run_spin(void)
 {
     kprintf("SPINNING\n");
@@ -120,6 +138,12 @@ void main(uint64_t zero_page)
         break;
     case MODE_INSN:
         run_insn(&params);
+        break;
+    case MODE_FLOOD:
+        run_flood();
+        break;
+    case MODE_TICKER:
+        run_ticker();
         break;
     case MODE_RESET:
     case MODE_SILENT:

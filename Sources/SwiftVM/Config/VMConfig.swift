@@ -1,5 +1,3 @@
-@_exported import SwiftVMDevices
-@_exported import SwiftVMHost
 import SwiftVMBoot
 
 /// Everything needed to assemble and boot one microVM.
@@ -19,10 +17,14 @@ public struct VMConfig: Sendable {
     public var memoryMiB: Int
     /// Where the serial console's output goes.
     public var serialOutput: SerialOutput
-    /// Whether the serial console reads the VMM's standard input.
-    public var serialInput: Bool
-    /// A CPU template applied on top of the normalized host CPUID.
-    public var cpuTemplate: CPUTemplate?
+    /// What the serial console reads, if anything.
+    public var serialInput: SerialInput?
+    /// A CPU template file (Firecracker's custom template JSON) applied on top
+    /// of the normalized host CPUID and MSRs.
+    public var cpuTemplatePath: String?
+    /// The template the machine applies: read from `cpuTemplatePath` when the
+    /// machine is built.
+    var cpuTemplate: CPUTemplate?
     /// The KVM device to use.
     public var kvmPath: String
     /// Describe the machine with ACPI tables (the default) or, when false, only
@@ -38,14 +40,43 @@ public struct VMConfig: Sendable {
     /// Warn once when the guest has printed nothing on its console after this
     /// many seconds (nil: never).
     public var consoleSilenceWarningSeconds: Int? = 20
+    /// Console output held for a destination that does not keep up; more is
+    /// dropped and counted.
+    public var consoleBufferBytes: Int = 256 * 1024
 
+    /// Where the guest's console output goes. Output passes through a bounded
+    /// buffer drained by the VMM's event loop: a destination that stops
+    /// reading never stalls the guest, and what does not fit is dropped and
+    /// counted (`MicroVM.droppedConsoleBytes`).
     public enum SerialOutput: Sendable {
         case standardOutput
+        /// A file (created or truncated), or a FIFO that already has a reader.
         case file(String)
-        /// Hands every byte the guest writes to a sink of the embedding program.
-        case sink(any ByteSink)
+        /// Hands every byte the guest writes to a sink of the embedding
+        /// program, on the VMM's event-loop thread; the sink must not block.
+        case sink(any ConsoleSink)
         case none
     }
+
+    /// A descriptor the serial console reads: while the guest's receive FIFO
+    /// is full it is not read, so no input is lost.
+    public struct SerialInput: Sendable {
+        public var fd: Int32
+        /// Ctrl-A x stops the VM, Ctrl-A Ctrl-A sends one Ctrl-A: for a person
+        /// at a terminal.
+        public var escapes: Bool
+
+        public init(fd: Int32, escapes: Bool = false) {
+            self.fd = fd
+            self.escapes = escapes
+        }
+
+        /// The process's standard input.
+        public static let standardInput = SerialInput(fd: 0)
+    }
+
+    /// swiftvm's default kernel command line for x86_64 guests.
+    public static let defaultCommandLine = KernelCommandLine.defaultX86
 
     public static let maxVCPUs = 32
     public static let minMemoryMiB = 16
@@ -53,9 +84,9 @@ public struct VMConfig: Sendable {
     public static let maxMemoryMiB = 1 << 20
 
     public init(
-        kernelPath: String, initrdPath: String? = nil, commandLine: String = KernelCommandLine.defaultX86,
+        kernelPath: String, initrdPath: String? = nil, commandLine: String = VMConfig.defaultCommandLine,
         vcpuCount: Int = 1, memoryMiB: Int = 128, serialOutput: SerialOutput = .standardOutput,
-        serialInput: Bool = true, cpuTemplate: CPUTemplate? = nil, kvmPath: String = "/dev/kvm"
+        serialInput: SerialInput? = nil, cpuTemplatePath: String? = nil, kvmPath: String = "/dev/kvm"
     ) {
         self.kernelPath = kernelPath
         self.initrdPath = initrdPath
@@ -64,7 +95,7 @@ public struct VMConfig: Sendable {
         self.memoryMiB = memoryMiB
         self.serialOutput = serialOutput
         self.serialInput = serialInput
-        self.cpuTemplate = cpuTemplate
+        self.cpuTemplatePath = cpuTemplatePath
         self.kvmPath = kvmPath
     }
 

@@ -1,3 +1,4 @@
+import SwiftVMDevices
 import Glibc
 import SwiftVMHost
 
@@ -13,17 +14,17 @@ final class FileBlockBackend: BlockBackend {
         do {
             fd = try FileDescriptor.open(drive.path, flags: drive.readOnly ? O_RDONLY : O_RDWR)
         } catch {
-            let kind: VMMError.Kind = error.errno == ENOENT ? .missingInput : .badInput
+            let kind: VMMError.Kind = error.errno == ENOENT ? .missingFile(path: drive.path) : .badDrive(id: drive.id)
             var message = "cannot open drive \(drive.id) (\(drive.path)): \(String(cString: strerror(error.errno)))"
             if error.errno == EACCES || error.errno == EROFS, !drive.readOnly {
                 message += "; attach it read-only (ro) or fix its permissions"
             }
             throw VMMError(kind, message)
         }
-        if fd.isDirectory() { throw VMMError(.badInput, "drive \(drive.id): \(drive.path) is a directory, not a disk image") }
-        do { size = try fd.size() } catch { throw VMMError(.badInput, "drive \(drive.id): \(error)") }
+        if fd.isDirectory() { throw VMMError(.badDrive(id: drive.id), "drive \(drive.id): \(drive.path) is a directory, not a disk image") }
+        do { size = try fd.size() } catch { throw VMMError(.badDrive(id: drive.id), "drive \(drive.id): \(error)") }
         do { try fd.lock(exclusive: !drive.readOnly) } catch {
-            throw VMMError(.badInput, "drive \(drive.id): \(drive.path) is in use by another process (it holds a lock on it); "
+            throw VMMError(.driveBusy(id: drive.id), "drive \(drive.id): \(drive.path) is in use by another process (it holds a lock on it); "
                 + "a disk image written by two VMs at once is corrupted")
         }
     }

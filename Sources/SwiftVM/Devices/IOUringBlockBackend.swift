@@ -1,3 +1,4 @@
+import SwiftVMDevices
 import Glibc
 import Synchronization
 import SwiftVMHost

@@ -1,4 +1,6 @@
+import SwiftVMDevices
 import Synchronization
+import SwiftVMBoot
 
 /// Passes the guest console through to its real destination while watching
 /// it for the ways a boot fails silently: a kernel that finds no init, no root
@@ -100,12 +102,12 @@ public final class ConsoleWatcher: ByteSink {
     /// the host's KVM emulates guests (no VMX/SVM), where a Linux kernel
     /// takes half a minute or more to print its first line.
     public static func silenceExplanation(commandLine: String, emulatingHost: Bool = false) -> String {
-        let words = commandLine.split(separator: " ").map(String.init)
+        let parameters = KernelCommandLine.parameters(in: commandLine)
         var reasons: [String] = []
-        if !words.contains(where: { $0.hasPrefix("console=ttyS") }) {
+        if !parameters.values(of: "console").contains(where: { $0.hasPrefix("ttyS") }) {
             reasons.append("the command line has no console=ttyS0, so the kernel logs nowhere swiftvm can show")
         }
-        if words.contains("8250.nr_uarts=0") {
+        if parameters.value(of: "8250.nr_uarts") == "0" {
             reasons.append("8250.nr_uarts=0 switches off the only serial port")
         }
         if emulatingHost {

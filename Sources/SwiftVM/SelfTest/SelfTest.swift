@@ -1,3 +1,4 @@
+import SwiftVMDevices
 import Glibc
 import SwiftVMHost
 
@@ -84,7 +85,7 @@ public struct SelfTest: Sendable {
         let commandLine = SelfTest.commandLine(for: scenario)
         var config = VMConfig(
             kernelPath: guestPath, commandLine: commandLine, vcpuCount: scenario.vcpus,
-            memoryMiB: scenario.memoryMiB, serialOutput: .sink(console), serialInput: false)
+            memoryMiB: scenario.memoryMiB, serialOutput: .sink(console))
         config.kvmPath = kvmPath
         config.acpi = scenario.acpi
         config.preflight = false
@@ -100,7 +101,7 @@ public struct SelfTest: Sendable {
         }
         let limit = timeoutSeconds
         let watchdog = Watchdog(seconds: limit) {
-            vm.stop(reason: "no result within \(limit) s")
+            vm.stop("no result within \(limit) s")
         }
         let reason = vm.run()
         watchdog.cancel()
@@ -122,7 +123,7 @@ public struct SelfTest: Sendable {
         var config = VMConfig(
             kernelPath: guestPath,
             commandLine: "console=ttyS0 reboot=k panic=1 testguest.mode=insn testguest.insn=\(instruction)",
-            memoryMiB: 32, serialOutput: .sink(console), serialInput: false)
+            memoryMiB: 32, serialOutput: .sink(console))
         config.kvmPath = kvmPath
         config.preflight = false
         config.entropyDevice = false
@@ -131,7 +132,7 @@ public struct SelfTest: Sendable {
         do { vm = try MicroVM(config: config) } catch {
             return (Check(name: name, passed: false, detail: "cannot build the VM: \(error)"), nil)
         }
-        let watchdog = Watchdog(seconds: timeoutSeconds) { vm.stop(reason: "no result within the time limit") }
+        let watchdog = Watchdog(seconds: timeoutSeconds) { vm.stop("no result within the time limit") }
         let reason = vm.run()
         watchdog.cancel()
         return SelfTest.evaluateProbe(instruction, reason: reason, console: console.lines)

@@ -1,8 +1,15 @@
 import Synchronization
 
-/// A serial console sink that keeps everything the guest wrote, for programs
-/// (and tests) that read the console instead of showing it.
-public final class ConsoleCapture: ByteSink {
+/// Receives the guest's console output in an embedding program
+/// (`VMConfig.SerialOutput.sink`). Called on the VMM's event-loop thread,
+/// in order; it must return quickly.
+public protocol ConsoleSink: AnyObject, Sendable {
+    func write(_ bytes: UnsafeRawBufferPointer)
+}
+
+/// A console sink that keeps everything the guest wrote, for programs (and
+/// tests) that read the console instead of showing it.
+public final class ConsoleCapture: ConsoleSink {
     private let buffer = Mutex<[UInt8]>([])
     private let limit: Int
 

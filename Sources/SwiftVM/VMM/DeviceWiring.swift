@@ -15,8 +15,8 @@ struct DeviceWiring: @unchecked Sendable {
     private(set) var serial: Serial8250?
     /// Signalled when the UART's receive FIFO has room again.
     let serialInputResume: EventFD
-    /// Keeps a serial output file open.
-    private(set) var serialFile: FileDescriptor?
+    /// Where the guest's console output goes, through a bounded buffer.
+    private(set) var consoleOutput: ConsoleOutput?
     /// Watches the serial console for the signatures of a failed boot.
     private(set) var console: ConsoleWatcher?
     /// The virtio devices, each with the ioeventfd KVM signals on a queue notify.
@@ -42,16 +42,18 @@ struct DeviceWiring: @unchecked Sendable {
     }
 
     /// COM1, the i8042, the boot timer and, with ACPI, the sleep registers.
-    mutating func attachLegacyDevices(_ config: VMConfig, latch: ExitLatch) throws(VMMError) {
+    mutating func attachLegacyDevices(_ config: VMConfig, latch: ExitLatch, clock: BootClock) throws(VMMError) {
         let resume = serialInputResume
-        let console = ConsoleWatcher(forwardingTo: try serialSink(config.serialOutput))
+        let output = try ConsoleOutput.open(config.serialOutput, capacity: max(4096, config.consoleBufferBytes))
+        consoleOutput = output
+        let console = ConsoleWatcher(forwardingTo: output)
         self.console = console
         let serial = Serial8250(
             interrupt: try interruptLine(gsi: X86Layout.com1IRQ),
             output: console,
             inputSpaceAvailable: { resume.signal() })
         let i8042 = I8042(interrupt: try interruptLine(gsi: X86Layout.i8042IRQ), onReset: { latch.finish(.reset) })
-        let bootTimer = BootTimer(onBoot: { _ in BootClock.report() })
+        let bootTimer = BootTimer(onBoot: { _ in clock.report() })
         do {
             try portBus.insert(serial, base: UInt64(X86Layout.com1Port), size: 8)
             try portBus.insert(i8042, base: UInt64(X86Layout.i8042DataPort), size: 5)
@@ -67,7 +69,9 @@ struct DeviceWiring: @unchecked Sendable {
     /// One virtio-mmio transport per slot: a window on the MMIO bus, an irqfd
     /// on its GSI, and an ioeventfd on its QueueNotify register so that kicks
     /// go to the event loop without a vCPU exit.
-    mutating func attachVirtioDevices(_ config: VMConfig, memory: GuestMemory, backends: [String: any BlockBackend]) throws(VMMError) {
+    mutating func attachVirtioDevices(
+        _ config: VMConfig, memory: GuestMemory, backends: [String: any BlockBackend], events: EventLoop
+    ) throws(VMMError) {
         for slot in config.virtioSlots {
             let device: any VirtioDevice
             let name: String
@@ -86,7 +90,7 @@ struct DeviceWiring: @unchecked Sendable {
                 name = "virtio-rng"
             }
             let transport = VirtioMMIOTransport(
-                device: device, memory: memory, interrupt: try interruptLine(gsi: slot.window.irq))
+                device: device, memory: memory, interrupt: try interruptLine(gsi: slot.window.irq), events: events)
             let notify: EventFD
             do {
                 notify = try EventFD(nonBlocking: true)
@@ -105,30 +109,6 @@ struct DeviceWiring: @unchecked Sendable {
             virtio.append(VirtioEndpoint(name: name, transport: transport, notify: notify, queueCount: device.queueMaxSizes.count))
         }
     }
-
-    private mutating func serialSink(_ output: VMConfig.SerialOutput) throws(VMMError) -> any ByteSink {
-        switch output {
-        case .standardOutput:
-            return FileSink(raw: 1)
-        case .file(let path):
-            do {
-                let fd = try FileDescriptor.open(path, flags: O_WRONLY | O_CREAT | O_TRUNC)
-                serialFile = fd
-                return FileSink(raw: fd.rawValue, owning: fd)
-            } catch {
-                throw VMMError(.missingInput, "cannot open the serial output file \(path): \(String(cString: strerror(error.errno)))")
-            }
-        case .sink(let custom):
-            return custom
-        case .none:
-            return DiscardSink()
-        }
-    }
-}
-
-/// A sink for a console nobody reads.
-struct DiscardSink: ByteSink {
-    func write(_ bytes: UnsafeRawBufferPointer) {}
 }
 
 /// A virtio device as the event loop serves it.

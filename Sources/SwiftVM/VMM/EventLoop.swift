@@ -1,201 +1,217 @@
 import Glibc
-import SwiftVMHost
+import Synchronization
 import SwiftVMDevices
+import SwiftVMHost
+import SwiftVMMemory
 
-/// The device event-loop thread: serves virtio queue notifications, feeds the
-/// VMM's standard input to the serial console, and watches for stop requests.
+// The registry's vocabulary lives with the devices, which subscribe their
+// back ends; programs that embed swiftvm use it under these names.
+public typealias EventInterest = SwiftVMDevices.EventInterest
+public typealias EventReadiness = SwiftVMDevices.EventReadiness
+public typealias EventToken = SwiftVMDevices.EventToken
+
+extension EventInterest {
+    var epoll: Epoll.Interest {
+        var interest: Epoll.Interest = []
+        if contains(.readable) { interest.insert(.readable) }
+        if contains(.writable) { interest.insert(.writable) }
+        if contains(.edgeTriggered) { interest.insert(.edgeTriggered) }
+        return interest
+    }
+}
+
+/// The VMM's device event loop: one thread that waits on every file
+/// descriptor the machine's parts care about (virtio queue doorbells, the
+/// console, backend sockets and taps, control requests) and on timers, and
+/// calls each part's handler when something happens.
 ///
-/// On a terminal, Ctrl-A is an escape: Ctrl-A x quits, Ctrl-A Ctrl-A sends one
-/// Ctrl-A to the guest. Input is never dropped: while the UART's receive FIFO
-/// is full, standard input is not read. Input that epoll cannot watch (a
-/// regular file, /dev/null) is read a chunk at a time as the guest drains it.
-final class EventLoop: @unchecked Sendable {
-    // Only the event-loop thread touches the mutable state below.
+/// In the spirit of Firecracker's event manager, the loop knows nothing of
+/// devices: a part subscribes a descriptor with the events it wants and a
+/// handler, and can change or remove that subscription, or arm a timer, from
+/// any thread while the VM runs. Handlers run one at a time on the loop's
+/// thread, so a device's handlers never race each other; they must not block.
+/// A handler removed from another thread may still run once if its event
+/// was already being dispatched.
+public final class EventLoop: EventRegistry, Sendable {
+    public typealias Handler = @Sendable (EventReadiness) -> Void
+
+    private struct Subscription {
+        var fd: Int32
+        var interest: EventInterest
+        var handler: Handler
+    }
+
+    private struct Timer {
+        var deadline: Int64  // milliseconds on the monotonic clock
+        var period: Int64?
+        var handler: @Sendable () -> Void
+    }
+
+    private struct State {
+        var nextToken: UInt64 = 1
+        var subscriptions: [UInt64: Subscription] = [:]
+        var timers: [UInt64: Timer] = [:]
+        var posted: [@Sendable () -> Void] = []
+        var stopping = false
+    }
+
     private let epoll: Epoll
-    private let latch: ExitLatch
-    private let stop: EventFD
-    private let signals: FileDescriptor
-    private let serial: Serial8250?
-    private let inputResume: EventFD
-    private let input: Int32?
-    private let escapes: Bool
-    private var pending: [UInt8] = []
-    private var escape = ConsoleEscape()
-    private var inputWatched = false
-    private var inputClosed = false
-    /// Standard input is a regular file or similar: always readable, not pollable.
-    private var inputIsFile = false
+    /// Wakes the loop for posted work, timer changes and stop.
+    private let wake: EventFD
+    private let state = Mutex(State())
+    private static let wakeToken: UInt64 = 0
 
-    private enum Token: UInt64 { case stop, signal, input, inputResume }
-    /// Tokens from here up name virtio devices by index.
-    private static let firstVirtioToken: UInt64 = 16
-    private let virtio: [VirtioEndpoint]
-    private let silence: SilenceWatch?
-    /// Called on `Signals.stateReport` (SIGUSR1).
-    private let stateRequest: () -> Void
+    public init() throws(SystemError) {
+        epoll = try Epoll()
+        wake = try EventFD(nonBlocking: true)
+        try epoll.add(wake.rawValue, token: Self.wakeToken)
+    }
 
-    init(
-        latch: ExitLatch, signals: FileDescriptor, serial: Serial8250?, inputResume: EventFD, input: Int32?,
-        escapes: Bool, virtio: [VirtioEndpoint],
-        silence: SilenceWatch? = nil, stateRequest: @escaping () -> Void = {}
-    ) throws(SystemError) {
-        self.epoll = try Epoll()
-        self.latch = latch
-        self.stop = try EventFD()
-        self.signals = signals
-        self.serial = serial
-        self.inputResume = inputResume
-        self.input = input
-        self.escapes = escapes
-        self.virtio = virtio
-        self.silence = silence
-        self.stateRequest = stateRequest
-        for (index, endpoint) in virtio.enumerated() {
-            try epoll.add(endpoint.notify.rawValue, token: EventLoop.firstVirtioToken + UInt64(index))
+    /// Watches `fd` for `interest` and calls `handler` on the loop thread when
+    /// it is ready. The descriptor stays owned by the caller, who unsubscribes
+    /// before closing it. The corresponding call is `epoll_ctl(EPOLL_CTL_ADD)`.
+    @discardableResult
+    public func subscribe(
+        _ fd: Int32, interest: EventInterest = .readable, handler: @escaping Handler
+    ) throws(VMMError) -> EventToken {
+        let token = state.withLock { state -> UInt64 in
+            defer { state.nextToken += 1 }
+            state.subscriptions[state.nextToken] = Subscription(fd: fd, interest: interest, handler: handler)
+            return state.nextToken
         }
-        try epoll.add(stop.rawValue, token: Token.stop.rawValue)
-        try epoll.add(signals.rawValue, token: Token.signal.rawValue)
-        try epoll.add(inputResume.rawValue, token: Token.inputResume.rawValue)
-        if let input, serial != nil {
-            do {
-                try epoll.add(input, token: Token.input.rawValue)
-                inputWatched = true
-            } catch where error.errno == EPERM {
-                inputIsFile = true
-            }
+        do { try epoll.add(fd, token: token, interest: interest.epoll) } catch {
+            _ = state.withLock { $0.subscriptions.removeValue(forKey: token) }
+            throw Self.failure(error, subscribing: fd)
+        }
+        return EventToken(token)
+    }
+
+    /// Changes what a subscription waits for, e.g. to start or stop waiting
+    /// for a descriptor to become writable.
+    public func modify(_ token: EventToken, interest: EventInterest) throws(VMMError) {
+        let fd = state.withLock { state -> Int32? in
+            state.subscriptions[token.value]?.interest = interest
+            return state.subscriptions[token.value]?.fd
+        }
+        guard let fd else { return }
+        do { try epoll.modify(fd, token: token.value, interest: interest.epoll) } catch {
+            throw Self.failure(error, subscribing: fd)
         }
     }
 
-    /// Asks the loop to return.
-    func requestStop() { stop.signal() }
+    /// Why epoll refused a descriptor, in words: EPERM means the descriptor is
+    /// a regular file or a directory, which are always ready and cannot be watched.
+    private static func failure(_ error: SystemError, subscribing fd: Int32) -> VMMError {
+        if error.errno == EPERM {
+            return VMMError(.usage, "descriptor \(fd) cannot be watched by the event loop: it is a regular file "
+                + "or a directory, which is always ready (epoll_ctl: EPERM)")
+        }
+        return VMMError(error.errno == EBADF ? .usage : .hostResource, "watching descriptor \(fd): \(error)")
+    }
 
-    /// Runs until `requestStop`.
-    func run() {
-        if inputIsFile { readInput(hangup: false) }
-        var silenceDeadline = silence.map { Self.now() + Int64($0.milliseconds) }
+    /// True when `error` says the descriptor cannot be watched at all (a regular file).
+    static func isUnwatchable(_ error: VMMError) -> Bool {
+        error.kind == .usage && error.message.contains("EPERM")
+    }
+
+    /// Removes a subscription or cancels a timer; unknown tokens are ignored.
+    public func remove(_ token: EventToken) {
+        let fd = state.withLock { state -> Int32? in
+            state.timers.removeValue(forKey: token.value)
+            return state.subscriptions.removeValue(forKey: token.value)?.fd
+        }
+        if let fd { try? epoll.remove(fd) }
+    }
+
+    /// Calls `handler` on the loop thread after `milliseconds`, and then every
+    /// `period` milliseconds when one is given, until removed.
+    @discardableResult
+    public func addTimer(
+        afterMilliseconds milliseconds: Int, periodMilliseconds period: Int? = nil,
+        handler: @escaping @Sendable () -> Void
+    ) -> EventToken {
+        let deadline = Self.now() + Int64(max(0, milliseconds))
+        let token = state.withLock { state -> UInt64 in
+            defer { state.nextToken += 1 }
+            state.timers[state.nextToken] = Timer(
+                deadline: deadline, period: period.map { Int64(max(1, $0)) }, handler: handler)
+            return state.nextToken
+        }
+        wake.signal()
+        return EventToken(token)
+    }
+
+    /// Runs `work` on the loop thread soon, in the order posted.
+    public func post(_ work: @escaping @Sendable () -> Void) {
+        state.withLock { $0.posted.append(work) }
+        wake.signal()
+    }
+
+    /// The number of subscriptions and timers, for tests and diagnostics.
+    public var subscriptionCount: Int { state.withLock { $0.subscriptions.count + $0.timers.count } }
+
+    /// Makes `run` return after the handler now running, if any.
+    func requestStop() {
+        state.withLock { $0.stopping = true }
+        wake.signal()
+    }
+
+    /// Dispatches events and timers until `requestStop`; an epoll failure,
+    /// which only a bug can cause, ends the loop through `onFailure`.
+    func run(onFailure: (String) -> Void) {
         while true {
+            let timeout = state.withLock { state -> Int32 in
+                guard let next = state.timers.values.map(\.deadline).min() else { return -1 }
+                return Int32(clamping: max(0, next - Self.now()))
+            }
             let events: [Epoll.Event]
-            var timeout: Int32 = -1
-            if let deadline = silenceDeadline { timeout = Int32(max(0, deadline - Self.now())) }
-            do { events = try epoll.wait(timeoutMilliseconds: timeout) } catch {
-                latch.finish(.vmmError("event loop: \(error)"))
+            do { events = try epoll.wait(maxEvents: 32, timeoutMilliseconds: timeout) } catch {
+                onFailure("event loop: \(error)")
                 return
             }
-            if let deadline = silenceDeadline, Self.now() >= deadline {
-                silenceDeadline = nil
-                if let silence, silence.quiet() { silence.report() }
-            }
             for event in events {
-                if event.token >= EventLoop.firstVirtioToken {
-                    let index = Int(event.token - EventLoop.firstVirtioToken)
-                    if index < virtio.count { virtio[index].serve() }
+                if event.token == Self.wakeToken {
+                    wake.drain()
                     continue
                 }
-                switch Token(rawValue: event.token) {
-                case .stop:
-                    return
-                case .signal:
-                    guard let number = Signals.readSignal(from: signals) else { break }
-                    if number == Signals.stateReport { stateRequest() } else { latch.finish(.signal(number)) }
-                case .inputResume:
-                    inputResume.drain()
-                    deliverPending()
-                case .input:
-                    readInput(hangup: event.hangup && !event.readable)
-                case nil:
-                    break
+                guard let handler = state.withLock({ $0.subscriptions[event.token]?.handler }) else { continue }
+                var readiness: EventReadiness = []
+                if event.readable { readiness.insert(.readable) }
+                if event.writable { readiness.insert(.writable) }
+                if event.hangup { readiness.insert(.hangup) }
+                handler(readiness)
+            }
+            runDueTimers()
+            let (posted, stopping) = state.withLock { state in
+                defer { state.posted.removeAll() }
+                return (state.posted, state.stopping)
+            }
+            for work in posted { work() }
+            if stopping { return }
+        }
+    }
+
+    private func runDueTimers() {
+        let now = Self.now()
+        let due = state.withLock { state -> [@Sendable () -> Void] in
+            var handlers: [@Sendable () -> Void] = []
+            for (token, timer) in state.timers where timer.deadline <= now {
+                handlers.append(timer.handler)
+                if let period = timer.period {
+                    state.timers[token]?.deadline = now + period
+                } else {
+                    state.timers.removeValue(forKey: token)
                 }
             }
+            return handlers
         }
+        for handler in due { handler() }
     }
 
     /// Milliseconds on the monotonic clock.
-    private static func now() -> Int64 {
+    static func now() -> Int64 {
         var time = timespec()
         clock_gettime(CLOCK_MONOTONIC, &time)
         return Int64(time.tv_sec) * 1000 + Int64(time.tv_nsec) / 1_000_000
     }
-
-    private func readInput(hangup: Bool) {
-        guard let input else { return }
-        var buffer = [UInt8](repeating: 0, count: 256)
-        let count = hangup ? 0 : buffer.withUnsafeMutableBytes { Glibc.read(input, $0.baseAddress, $0.count) }
-        if count < 0 && (errno == EINTR || errno == EAGAIN) { return }
-        if count <= 0 {
-            // End of input: the guest keeps running, it just gets no more bytes.
-            if inputWatched { try? epoll.remove(input) }
-            inputWatched = false
-            inputClosed = true
-            return
-        }
-        for byte in buffer.prefix(count) { accept(byte) }
-        deliverPending()
-    }
-
-    private func accept(_ byte: UInt8) {
-        guard escapes else {
-            pending.append(byte)
-            return
-        }
-        switch escape.feed(byte) {
-        case .forward(let byte): pending.append(byte)
-        case .quit: latch.finish(.userQuit)
-        case .none: break
-        }
-    }
-
-    /// Hands buffered bytes to the UART; stops reading input while it is full.
-    private func deliverPending() {
-        guard let serial, let input else { return }
-        if !pending.isEmpty {
-            let taken = serial.enqueueInput(pending)
-            pending.removeFirst(taken)
-        }
-        let wantInput = pending.isEmpty
-        if inputIsFile {
-            if wantInput && !inputClosed { readInput(hangup: false) }
-            return
-        }
-        if !inputClosed, wantInput != inputWatched {
-            try? epoll.modify(input, token: Token.input.rawValue, readable: wantInput)
-            inputWatched = wantInput
-        }
-    }
-}
-
-/// The console's escape sequences: Ctrl-A x quits, Ctrl-A Ctrl-A is a literal
-/// Ctrl-A, Ctrl-A followed by anything else is dropped.
-struct ConsoleEscape {
-    enum Action: Equatable {
-        case forward(UInt8)
-        case quit
-    }
-
-    static let prefix: UInt8 = 0x01  // Ctrl-A
-    private var armed = false
-
-    /// What to do with `byte`; nil when it is swallowed.
-    mutating func feed(_ byte: UInt8) -> Action? {
-        if armed {
-            armed = false
-            switch byte {
-            case UInt8(ascii: "x"), UInt8(ascii: "X"): return .quit
-            case ConsoleEscape.prefix: return .forward(byte)
-            default: return nil
-            }
-        }
-        if byte == ConsoleEscape.prefix {
-            armed = true
-            return nil
-        }
-        return .forward(byte)
-    }
-}
-
-/// A one-time report the event loop makes when, after `milliseconds`,
-/// `quiet()` still holds (the guest console has stayed empty).
-struct SilenceWatch: Sendable {
-    let milliseconds: Int32
-    let quiet: @Sendable () -> Bool
-    let report: @Sendable () -> Void
 }

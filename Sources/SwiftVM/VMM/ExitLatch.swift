@@ -1,3 +1,4 @@
+import SwiftVMDevices
 import Glibc
 import Synchronization
 import SwiftVMHost
@@ -38,37 +39,4 @@ final class ExitLatch: Sendable {
 struct IRQFDLine: InterruptLine {
     let eventfd: EventFD
     func trigger() { eventfd.signal() }
-}
-
-/// Serial output to a file descriptor (standard output or a file).
-final class FileSink: ByteSink {
-    let fd: FileDescriptor?
-    let raw: Int32
-    private let failed = Mutex(false)
-
-    init(raw: Int32, owning: FileDescriptor? = nil) {
-        self.raw = raw
-        self.fd = owning
-    }
-
-    func write(_ bytes: UnsafeRawBufferPointer) {
-        guard let base = bytes.baseAddress else { return }
-        var done = 0
-        while done < bytes.count {
-            let written = Glibc.write(raw, base + done, bytes.count - done)
-            if written > 0 {
-                done += written
-            } else if written < 0 && errno == EINTR {
-                continue
-            } else {
-                // Losing the console is not a reason to kill the guest; say so once.
-                let first = failed.withLock { wasFailed in
-                    defer { wasFailed = true }
-                    return !wasFailed
-                }
-                if first { Log.warning("serial console output failed (\(SystemError("write", errno: errno))); discarding further output") }
-                return
-            }
-        }
-    }
 }

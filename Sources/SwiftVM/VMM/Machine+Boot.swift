@@ -23,7 +23,7 @@ extension Machine {
         }
         let kernel: LoadedKernel
         do { kernel = try KernelLoader.loadX86Vmlinux(kernelFile, into: memory) } catch {
-            throw VMMError(.badInput, "kernel \(config.kernelPath): \(error)")
+            throw VMMError(.badKernel(path: config.kernelPath), "kernel \(config.kernelPath): \(error)")
         }
         var initrd: ZeroPage.Initrd?
         if let initrdFile, let path = config.initrdPath {
@@ -53,13 +53,14 @@ extension Machine {
     ) throws(VMMError) -> ZeroPage.Initrd {
         let address: GuestAddress
         do { address = try InitrdPlacement.address(initrdSize: image.size, kernelEnd: kernelEnd, memory: memory) } catch {
+            // It does not fit the RAM given: the fix is --memory, a usage matter.
             throw VMMError(.usage, "initrd \(path): \(error)")
         }
         do {
             let target = try memory.checkedBytes(at: address, count: Int(image.size))
             try image.read(at: 0, into: target)
         } catch let error as ImageReadError {
-            throw VMMError(.badInput, "initrd \(path): \(error)")
+            throw VMMError(.badInitrd(path: path), "initrd \(path): \(error)")
         } catch {
             throw VMMError(.internalError, "initrd \(path): \(error)")
         }

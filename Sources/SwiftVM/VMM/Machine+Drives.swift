@@ -1,5 +1,7 @@
+import SwiftVMDevices
 import SwiftVMHost
 import SwiftVMMemory
+import SwiftVMBoot
 import SwiftVMInspect
 
 extension Machine {
@@ -26,13 +28,13 @@ extension Machine {
         let image = try FileImage(path: drive.path, role: "root drive")
         // A root= the user wrote (root=/dev/vda1, say) names the partition itself.
         let namesPartition = drive.partUUID != nil
-            || config.commandLine.split(separator: " ").contains { $0.hasPrefix("root=") }
+            || KernelCommandLine.parameters(in: config.commandLine).value(of: "root") != nil
         let findings = DiskImageProbe.rootFindings(image, path: drive.path, hasPartUUID: namesPartition)
         for finding in findings where finding.severity == .warning {
             Log.warning("root drive \(drive.id): \(finding.message)")
         }
         if let error = findings.first(where: { $0.severity == .error }) {
-            throw VMMError(.badInput, "root drive \(drive.id): \(error.message) (--no-preflight boots it anyway)")
+            throw VMMError(.badDrive(id: drive.id), "root drive \(drive.id): \(error.message) (--no-preflight boots it anyway)")
         }
         try checkInit(image, drive: drive, config: config)
     }
@@ -41,8 +43,7 @@ extension Machine {
     /// rootfs` does, and refuses an image on which the kernel would panic.
     private static func checkInit(_ image: FileImage, drive: DriveConfig, config: VMConfig) throws(VMMError) {
         guard case .ext = DiskImageProbe.identify(image), let reader = try? Ext4Reader(image) else { return }
-        let words = config.guestCommandLine.split(separator: " ")
-        let initParameter = words.last { $0.hasPrefix("init=") }.map { String($0.dropFirst("init=".count)) }
+        let initParameter = KernelCommandLine.parameters(in: config.guestCommandLine).value(of: "init")
         let report = InitDiscovery.find(in: reader, initParameter: initParameter)
         for warning in report.warnings { Log.warning("root drive \(drive.id): \(warning)") }
         for mount in report.mountPoints where mount.required && !mount.present {
@@ -51,7 +52,7 @@ extension Machine {
         guard !report.findsInit else { return }
         let reasons = report.candidates.filter(\.tried).map { "\($0.path): \($0.detail)" }.joined(separator: "; ")
         throw VMMError(
-            .badInput,
+            .badDrive(id: drive.id),
             "root drive \(drive.id) (\(drive.path)): the kernel would find no init and panic with "
                 + "\"\(report.panicMessage ?? "No working init found")\" (\(reasons)). `swiftvm inspect rootfs \(drive.path)` "
                 + "shows the details; add an init, pass --append init=/path, or --no-preflight to boot it anyway")

@@ -7,7 +7,7 @@ import SwiftVMBoot
 import SwiftVMInspect
 
 /// The assembled machine. `build` is the one place that decides what the
-/// guest gets; `run` owns the threads.
+/// guest gets; `start`, `wait`, `pause` and `resume` own the threads.
 final class Machine: @unchecked Sendable {
     let kvm: KVM
     let vm: VirtualMachine
@@ -15,18 +15,29 @@ final class Machine: @unchecked Sendable {
     let vcpus: [VCPU]
     let devices: DeviceWiring
     let latch: ExitLatch
-    /// How long the last `run` lasted, for diagnosis.
-    private(set) var runSeconds: Double = 0
-    private let kernelPath: String
+    /// The device event loop; parts of the VMM and embedders subscribe to it.
+    let events: EventLoop
+    private let config: VMConfig
     private let mailbox: VCPUStateMailbox
-    /// The vCPU threads while `run` runs, so their registers can be asked for.
-    private let vcpuThreads = Mutex<[HostThread]>([])
+    private let gate: PauseGate
     /// The kernel's symbol table, read at the first report that needs it.
     private let symbols = Mutex<KernelSymbols??>(nil)
 
+    enum Phase {
+        case created
+        /// The event loop's thread first, then one per vCPU.
+        case running(loop: HostThread, vcpus: [HostThread], started: ContinuousClock.Instant)
+        case finished(VMExitReason)
+    }
+    private let phase = Mutex<Phase>(.created)
+    /// Held while the first `wait` tears the machine down; later ones queue on it.
+    private let teardown = Mutex(())
+    /// How long the run lasted, for diagnosis.
+    private let runDuration = Mutex<Double>(0)
+
     private init(
         kvm: KVM, vm: VirtualMachine, memory: GuestMemory, vcpus: [VCPU], devices: DeviceWiring, latch: ExitLatch,
-        mailbox: VCPUStateMailbox, kernelPath: String
+        events: EventLoop, config: VMConfig, mailbox: VCPUStateMailbox, gate: PauseGate
     ) {
         self.kvm = kvm
         self.vm = vm
@@ -34,12 +45,14 @@ final class Machine: @unchecked Sendable {
         self.vcpus = vcpus
         self.devices = devices
         self.latch = latch
+        self.events = events
+        self.config = config
         self.mailbox = mailbox
-        self.kernelPath = kernelPath
+        self.gate = gate
     }
 
     static func build(_ config: VMConfig) throws(VMMError) -> Machine {
-        BootClock.markStart()
+        let clock = BootClock()
         do { try config.validate() } catch { throw VMMError(.usage, error.description) }
 
         // Inputs first: a wrong file is reported even on a host without KVM,
@@ -50,18 +63,22 @@ final class Machine: @unchecked Sendable {
 
         let latch: ExitLatch
         let mailbox: VCPUStateMailbox
+        let gate: PauseGate
+        let events: EventLoop
         do {
             latch = try ExitLatch()
             mailbox = try VCPUStateMailbox()
+            gate = try PauseGate(vcpuCount: config.vcpuCount)
+            events = try EventLoop()
         } catch { throw VMMError(.hostResource, "\(error)") }
         let (kvm, vm) = try createVM(config, memory: memory)
         var devices = try DeviceWiring(vm: vm)
-        try devices.attachLegacyDevices(config, latch: latch)
-        try devices.attachVirtioDevices(config, memory: memory, backends: backends)
+        try devices.attachLegacyDevices(config, latch: latch, clock: clock)
+        try devices.attachVirtioDevices(config, memory: memory, backends: backends, events: events)
         let vcpus = try createVCPUs(kvm: kvm, vm: vm, config: config, entry: kernel.entry)
         return Machine(
-            kvm: kvm, vm: vm, memory: memory, vcpus: vcpus, devices: devices, latch: latch, mailbox: mailbox,
-            kernelPath: config.kernelPath)
+            kvm: kvm, vm: vm, memory: memory, vcpus: vcpus, devices: devices, latch: latch, events: events,
+            config: config, mailbox: mailbox, gate: gate)
     }
 
     /// Opens KVM and creates the VM with its in-kernel devices and guest RAM.
@@ -85,29 +102,107 @@ final class Machine: @unchecked Sendable {
         return (kvm, vm)
     }
 
-    /// A warning, while the guest runs, when its console stays empty.
-    private func silenceWatch(_ config: VMConfig) -> SilenceWatch? {
-        guard let console = devices.console, let seconds = config.consoleSilenceWarningSeconds, seconds > 0 else { return nil }
-        let commandLine = config.guestCommandLine
-        return SilenceWatch(
-            milliseconds: Int32(seconds * 1000),
-            quiet: { console.bytesSeen == 0 },
-            report: {
+    var runSeconds: Double { runDuration.withLock { $0 } }
+
+    var isRunning: Bool {
+        phase.withLock { if case .running = $0 { true } else { false } }
+    }
+
+    var isPaused: Bool { gate.isPaused }
+
+    /// Subscribes the machine's own event sources, then starts the event loop
+    /// and one thread per vCPU. The vCPU kick signal's handler is installed
+    /// once per process; nothing else process-wide is touched.
+    func start() throws(VMMError) {
+        try phase.withLock { (phase) throws(VMMError) in
+            guard case .created = phase else {
+                throw VMMError(.usage, "the VM was already started; a MicroVM runs once")
+            }
+            Signals.installVCPUKickHandler()
+            try subscribeSources()
+            let loop: HostThread
+            var threads: [HostThread] = []
+            do {
+                loop = try HostThread.spawn(name: "swiftvm-events") { [self] in
+                    Signals.keepSIGPIPEOffThisThread()
+                    events.run { latch.finish(.vmmError($0)) }
+                }
+            } catch { throw VMMError(.hostResource, "starting the event loop: \(error)") }
+            for vcpu in vcpus {
+                let runner = VCPURunner(
+                    vcpu: vcpu, portBus: devices.portBus, mmioBus: devices.mmioBus, memory: memory, latch: latch,
+                    mailbox: mailbox, gate: gate)
+                do {
+                    threads.append(try HostThread.spawn(name: "swiftvm-vcpu\(vcpu.id)") { runner.run() })
+                } catch {
+                    // The threads already started stop through the latch in `wait`.
+                    latch.finish(.vmmError("starting vCPU \(vcpu.id): \(error)"))
+                    break
+                }
+            }
+            phase = .running(loop: loop, vcpus: threads, started: .now)
+        }
+    }
+
+    /// The virtio doorbells, the console and the silence watch, on the event loop.
+    private func subscribeSources() throws(VMMError) {
+        for endpoint in devices.virtio {
+            try events.subscribe(endpoint.notify.rawValue) { _ in endpoint.serve() }
+        }
+        try devices.consoleOutput?.attach(to: events)
+        if let serial = devices.serial, let input = config.serialInput {
+            let latch = latch
+            let console = ConsoleInput(
+                fd: input.fd, serial: serial, resume: devices.serialInputResume, escapes: input.escapes,
+                onQuit: { latch.finish(.userQuit) })
+            try console.attach(to: events)
+        }
+        if let console = devices.console, let seconds = config.consoleSilenceWarningSeconds, seconds > 0 {
+            let commandLine = config.guestCommandLine
+            events.addTimer(afterMilliseconds: seconds * 1000) {
+                guard console.bytesSeen == 0 else { return }
                 let why = ConsoleWatcher.silenceExplanation(commandLine: commandLine, emulatingHost: HostReport.isEmulating)
                 Log.warning("after \(seconds) s: " + why)
-            })
+            }
+        }
+    }
+
+    /// Stops every vCPU out of `KVM_RUN` and holds it there; the event loop
+    /// (and with it the devices' back ends) goes on. Throws when the VM is
+    /// not running or a vCPU does not stop within `milliseconds`.
+    func pause(waitingAtMost milliseconds: Int32 = 2000) throws(VMMError) {
+        guard case .running(_, let threads, _) = phase.withLock({ $0 }), !latch.isSet else {
+            throw VMMError(.usage, "the VM is not running, so it cannot be paused")
+        }
+        gate.close()
+        kick(threads)
+        guard gate.waitUntilAllHeld(timeoutMilliseconds: milliseconds) else {
+            gate.open()
+            throw VMMError(.internalError, "the vCPUs did not stop within \(milliseconds) ms; the VM keeps running")
+        }
+    }
+
+    /// Lets paused vCPUs run again.
+    func resume() {
+        gate.open()
+    }
+
+    /// Kicks each vCPU thread out of `KVM_RUN` (immediate_exit, then the signal).
+    private func kick(_ threads: [HostThread]) {
+        for (vcpu, thread) in zip(vcpus, threads) {
+            vcpu.requestExit()
+            thread.send(signal: Signals.vcpuKick)
+        }
     }
 
     /// Asks every running vCPU for its registers and describes them (see
     /// `VCPUReport`); a vCPU that does not stop within a second is named.
     func vcpuReport() -> String {
-        let threads = vcpuThreads.withLock { $0 }
-        guard threads.count == vcpus.count else { return "the vCPUs are not running" }
-        mailbox.ask(vcpus.map(\.id))
-        for (vcpu, thread) in zip(vcpus, threads) {
-            vcpu.requestExit()
-            thread.send(signal: Signals.vcpuKick)
+        guard case .running(_, let threads, _) = phase.withLock({ $0 }), threads.count == vcpus.count else {
+            return "the vCPUs are not running"
         }
+        mailbox.ask(vcpus.map(\.id))
+        kick(threads)
         let (states, silent) = mailbox.collect(timeoutMilliseconds: 1000)
         return describe(states, silent: silent)
     }
@@ -120,69 +215,48 @@ final class Machine: @unchecked Sendable {
     private func kernelSymbols() -> KernelSymbols? {
         symbols.withLock { cached in
             if let cached { return cached }
-            let loaded = (try? FileImage(path: kernelPath, role: "kernel")).flatMap { KernelSymbols(image: $0) }
+            let loaded = (try? FileImage(path: config.kernelPath, role: "kernel")).flatMap { KernelSymbols(image: $0) }
             cached = .some(loaded)
             return loaded
         }
     }
 
-    /// Runs the vCPU threads and the event loop until the latch fires.
-    func run(config: VMConfig) -> VMExitReason {
-        let started = ContinuousClock.now
-        defer {
-            let elapsed = ContinuousClock.now - started
-            runSeconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-        }
-        Signals.installVCPUKickHandler()
-        let signals: FileDescriptor
-        do { signals = try Signals.blockTerminationSignals() } catch {
-            return .vmmError("blocking termination signals: \(error)")
-        }
-        let interactive = config.serialInput && Terminal.isTerminal(0)
-        if interactive {
-            do { try Terminal.enterRawMode(0) } catch {
-                Log.warning("cannot put the terminal in raw mode (\(error)); input is line-buffered")
+    /// Blocks until the VM stops, tears it down (once: later calls return the
+    /// same reason) and returns why it stopped.
+    func wait() -> VMExitReason {
+        teardown.withLock { _ in
+            switch phase.withLock({ $0 }) {
+            case .finished(let reason):
+                return reason
+            case .created:
+                return .vmmError("the VM was never started")
+            case .running(let loop, let threads, let started):
+                let reason = stop(loop: loop, threads: threads, started: started)
+                phase.withLock { $0 = .finished(reason) }
+                return reason
             }
         }
-        defer { Terminal.restore() }
+    }
 
-        let loop: EventLoop
-        do {
-            loop = try EventLoop(
-                latch: latch, signals: signals, serial: devices.serial, inputResume: devices.serialInputResume,
-                input: config.serialInput ? 0 : nil, escapes: interactive, virtio: devices.virtio,
-                silence: silenceWatch(config),
-                stateRequest: { [self] in Log.info("vCPU registers (SIGUSR1):\n" + vcpuReport()) })
-        } catch { return .vmmError("creating the event loop: \(error)") }
-
-        var threads: [HostThread] = []
-        do {
-            threads.append(try HostThread.spawn(name: "swiftvm-events") { loop.run() })
-            for vcpu in vcpus {
-                let runner = VCPURunner(
-                    vcpu: vcpu, portBus: devices.portBus, mmioBus: devices.mmioBus, memory: memory, latch: latch,
-                    mailbox: mailbox)
-                threads.append(try HostThread.spawn(name: "swiftvm-vcpu\(vcpu.id)") { runner.run() })
-            }
-        } catch {
-            latch.finish(.vmmError("starting threads: \(error)"))
-        }
-        vcpuThreads.withLock { $0 = Array(threads.dropFirst()) }
-
+    private func stop(loop: HostThread, threads: [HostThread], started: ContinuousClock.Instant) -> VMExitReason {
         var reason = latch.wait()
-        vcpuThreads.withLock { $0 = [] }
         if reason.crashState != nil {
             let table = kernelSymbols()
             reason = reason.symbolized { table?.describe($0) }
         }
-
-        // Stop: kick every vCPU out of KVM_RUN, stop the loop, wait for all.
-        loop.requestStop()
-        for (vcpu, thread) in zip(vcpus, threads.dropFirst()) {
-            vcpu.requestExit()
-            thread.send(signal: Signals.vcpuKick)
-        }
+        // Kick every vCPU out of KVM_RUN (a paused one out of its hold), let
+        // the loop write what the console still holds, then wait for all.
+        gate.release()
+        kick(threads)
         for thread in threads { thread.join() }
+        let console = devices.consoleOutput
+        events.post { console?.finish(waitingAtMost: 500) }
+        events.requestStop()
+        loop.join()
+        let elapsed = ContinuousClock.now - started
+        runDuration.withLock {
+            $0 = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        }
         switch reason {
         case .signal, .stopped:
             // Where the guest was when it was stopped from outside: the first

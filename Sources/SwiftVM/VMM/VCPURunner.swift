@@ -1,3 +1,4 @@
+import Synchronization
 import SwiftVMHost
 import SwiftVMDevices
 import SwiftVMMemory
@@ -13,12 +14,20 @@ struct VCPURunner: Sendable {
     let memory: GuestMemory
     let latch: ExitLatch
     let mailbox: VCPUStateMailbox
+    let gate: PauseGate
 
     func run() {
         Signals.unblockVCPUKick()
+        Signals.keepSIGPIPEOffThisThread()
         // A request for registers that comes as the VM stops is answered too.
         defer { answerIfAsked() }
         while !latch.isSet {
+            if gate.isPaused {
+                answerIfAsked()
+                gate.hold(until: latch)
+                if !latch.isSet { vcpu.cancelExitRequest() }
+                continue
+            }
             let exit: VCPUExit
             do { exit = try vcpu.run() } catch {
                 latch.finish(.vmmError("\(error)"))
@@ -90,5 +99,60 @@ struct VCPURunner: Sendable {
             }
         }
         return VCPUState(vcpu: vcpu.id, registers: snapshot, instruction: bytes)
+    }
+}
+
+/// Holds vCPU threads outside `KVM_RUN` while the VM is paused.
+///
+/// `close` marks the VM paused; each vCPU, kicked out of `KVM_RUN`, sees
+/// that and waits in `hold` until `open` (resume) or `release` (stop).
+/// `waitUntilAllHeld` tells the pauser when every vCPU is out.
+final class PauseGate: Sendable {
+    private let paused = Atomic<Bool>(false)
+    private let held = Mutex(0)
+    private let vcpuCount: Int
+    /// Readable while the gate is open: held vCPUs poll it.
+    private let opened: EventFD
+    /// Signalled when the last vCPU is held.
+    private let allHeld: EventFD
+
+    init(vcpuCount: Int) throws(SystemError) {
+        self.vcpuCount = vcpuCount
+        opened = try EventFD(nonBlocking: true)
+        allHeld = try EventFD(nonBlocking: true)
+        opened.signal()
+    }
+
+    var isPaused: Bool { paused.load(ordering: .acquiring) }
+
+    func close() {
+        allHeld.drain()
+        opened.drain()
+        paused.store(true, ordering: .releasing)
+    }
+
+    func open() {
+        paused.store(false, ordering: .releasing)
+        opened.signal()
+    }
+
+    /// Wakes held vCPUs for good, so that they see the VM stopping.
+    func release() { open() }
+
+    /// Called by a vCPU thread that found the gate closed.
+    func hold(until latch: ExitLatch) {
+        let last = held.withLock { count -> Bool in
+            count += 1
+            return count == vcpuCount
+        }
+        if last { allHeld.signal() }
+        while isPaused && !latch.isSet {
+            _ = opened.wait(timeoutMilliseconds: 100)
+        }
+        held.withLock { $0 -= 1 }
+    }
+
+    func waitUntilAllHeld(timeoutMilliseconds: Int32) -> Bool {
+        allHeld.wait(timeoutMilliseconds: timeoutMilliseconds)
     }
 }

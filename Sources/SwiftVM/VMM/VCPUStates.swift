@@ -4,12 +4,29 @@ import SwiftVMHost
 /// The registers of one vCPU at a moment, with the instruction bytes at RIP.
 public struct VCPUState: Sendable {
     public var vcpu: Int
-    public var registers: VCPUSnapshot
+    var registers: VCPUSnapshot
     /// Up to 15 bytes at RIP, when the guest's page tables map it.
     public var instruction: [UInt8]?
     /// The kernel symbol RIP is in (`native_safe_halt+0x6/0x10`), when the
     /// kernel file has a symbol table.
     public var symbol: String? = nil
+
+    public var rip: UInt64 { registers.rip }
+    public var rsp: UInt64 { registers.rsp }
+    public var rflags: UInt64 { registers.rflags }
+    public var cr0: UInt64 { registers.cr0 }
+    public var cr3: UInt64 { registers.cr3 }
+    public var cr4: UInt64 { registers.cr4 }
+    public var efer: UInt64 { registers.efer }
+    /// The guest-physical address of RIP, when the guest's page tables map it.
+    public var ripPhysical: UInt64? { registers.ripPhysical }
+    /// "kernel mode", "user mode, CPL 3" or "real mode".
+    public var mode: String { registers.modeDescription }
+    /// Why the vCPU is not running guest code, when it is not: halted, not
+    /// started (waiting for INIT/SIPI).
+    public var waiting: String? { registers.mpStateDescription }
+    /// The instruction at RIP when it is one an emulating KVM cannot run.
+    public var emulationHint: EmulationHint? { instruction.flatMap(EmulationHint.decode) }
 }
 
 /// Asks running vCPU threads for their registers: the asker marks the vCPUs

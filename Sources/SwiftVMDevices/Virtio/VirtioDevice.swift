@@ -46,12 +46,21 @@ public struct VirtioActivation: Sendable {
     public let queues: [SplitQueue?]
     /// Raises interrupts and reports fatal device errors.
     public let notifier: VirtioNotifier
+    /// The VMM's event loop, for the device's back end: a device subscribes
+    /// its descriptors (a tap, sockets, I/O completions) and timers here when
+    /// it is activated and removes them on reset. Their handlers run on the
+    /// same thread as `process(queue:)`. Nil where no loop runs (unit tests).
+    public let events: (any EventRegistry)?
 
-    public init(memory: GuestMemory, features: UInt64, queues: [SplitQueue?], notifier: VirtioNotifier) {
+    public init(
+        memory: GuestMemory, features: UInt64, queues: [SplitQueue?], notifier: VirtioNotifier,
+        events: (any EventRegistry)? = nil
+    ) {
         self.memory = memory
         self.features = features
         self.queues = queues
         self.notifier = notifier
+        self.events = events
     }
 
     /// Requests one `process(queue:)` call serves before it yields.

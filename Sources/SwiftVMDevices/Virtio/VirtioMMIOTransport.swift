@@ -37,6 +37,7 @@ public final class VirtioMMIOTransport: BusDevice {
     public let device: any VirtioDevice
     public let notifier: VirtioNotifier
     private let memory: GuestMemory
+    private let events: (any EventRegistry)?
     private let maxSizes: [UInt16]
     private let state: Mutex<State>
     private let handler = Mutex<(@Sendable (Int) -> Void)?>(nil)
@@ -45,9 +46,14 @@ public final class VirtioMMIOTransport: BusDevice {
     ///   - device: the device model behind the registers.
     ///   - memory: guest RAM, where the driver places rings and buffers.
     ///   - interrupt: the device's interrupt (an irqfd on its GSI).
-    public init(device: any VirtioDevice, memory: GuestMemory, interrupt: any InterruptLine) {
+    /// - Parameter events: the event loop the device's back end subscribes
+    ///   to once the driver activates it.
+    public init(
+        device: any VirtioDevice, memory: GuestMemory, interrupt: any InterruptLine, events: (any EventRegistry)? = nil
+    ) {
         self.device = device
         self.memory = memory
+        self.events = events
         self.maxSizes = device.queueMaxSizes
         self.notifier = VirtioNotifier(name: Self.name(ofType: device.deviceType), line: interrupt)
         self.state = Mutex(State(maxSizes: device.queueMaxSizes))
@@ -355,7 +361,8 @@ extension VirtioMMIOTransport {
         }
         s.active = active
         notifier.setDriverReady(true)
-        device.activate(VirtioActivation(memory: memory, features: features, queues: active, notifier: notifier))
+        device.activate(
+            VirtioActivation(memory: memory, features: features, queues: active, notifier: notifier, events: events))
     }
 
     /// Writing 0 to Status (§4.2.2.1): queues, features, interrupt status and

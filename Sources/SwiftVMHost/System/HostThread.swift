@@ -1,4 +1,5 @@
 import Glibc
+import Synchronization
 internal import CSwiftVM
 
 /// A named OS thread running a Swift closure.
@@ -46,21 +47,41 @@ public final class HostThread: @unchecked Sendable {
     }
 }
 
-/// Process-wide signal set-up for the VMM.
+/// The signals the VMM's threads use.
+///
+/// The library needs exactly one signal, the vCPU kick (`vcpuKick`, SIGRTMIN
+/// unless the embedding program chooses another with `useVCPUKick` before
+/// the first VM starts): its handler does nothing and is installed once, and
+/// only vCPU threads unblock it. Termination signals, SIGPIPE's disposition
+/// and the terminal belong to the program that owns the process.
 public enum Signals {
-    /// The signal that kicks a vCPU thread out of KVM_RUN (SIGRTMIN).
-    public static var vcpuKick: Int32 { svm_sigrtmin() }
+    private struct Kick {
+        var signal: Int32?
+        var installed = false
+    }
+    private static let kick = Mutex(Kick())
+
+    /// The signal that kicks a vCPU thread out of KVM_RUN.
+    public static var vcpuKick: Int32 { kick.withLock { $0.signal } ?? svm_sigrtmin() }
+
+    /// Chooses the kick signal (a real-time signal the program does not use
+    /// otherwise). Only takes effect before the first VM starts.
+    public static func useVCPUKick(_ signal: Int32) {
+        kick.withLock { if !$0.installed { $0.signal = signal } }
+    }
 
     /// Installs a handler for the kick signal that does nothing, without
-    /// SA_RESTART, so a blocked KVM_RUN returns EINTR. Ignores SIGPIPE so a
-    /// closed console pipe is an error return, not a dead VMM.
+    /// SA_RESTART, so a blocked KVM_RUN returns EINTR. Once per process.
     public static func installVCPUKickHandler() {
-        var action = sigaction()
-        action.__sigaction_handler.sa_handler = { _ in }
-        sigemptyset(&action.sa_mask)
-        action.sa_flags = 0
-        sigaction(vcpuKick, &action, nil)
-        signal(SIGPIPE, SIG_IGN)
+        kick.withLock { state in
+            guard !state.installed else { return }
+            state.installed = true
+            var action = sigaction()
+            action.__sigaction_handler.sa_handler = { _ in }
+            sigemptyset(&action.sa_mask)
+            action.sa_flags = 0
+            sigaction(state.signal ?? svm_sigrtmin(), &action, nil)
+        }
     }
 
     /// Unblocks the kick signal in the calling thread. vCPU threads call this
@@ -73,26 +94,36 @@ public enum Signals {
         pthread_sigmask(SIG_UNBLOCK, &set, nil)
     }
 
+    /// Blocks SIGPIPE in the calling thread, so that a write to a pipe whose
+    /// reader is gone fails with EPIPE instead of killing the process, without
+    /// changing the disposition the program chose.
+    public static func keepSIGPIPEOffThisThread() {
+        var set = sigset_t()
+        sigemptyset(&set)
+        sigaddset(&set, SIGPIPE)
+        pthread_sigmask(SIG_BLOCK, &set, nil)
+    }
+
     /// The signals that end the VMM from outside.
     public static let termination: [Int32] = [SIGINT, SIGTERM, SIGHUP, SIGQUIT]
 
     /// The signal that asks the VMM to print every vCPU's registers.
     public static let stateReport: Int32 = SIGUSR1
 
-    /// Blocks the termination signals and `stateReport` in the calling thread (threads started
-    /// later inherit the mask) and returns a signalfd that reports them, so the
-    /// event loop handles them like any other input and can restore the terminal.
-    public static func blockTerminationSignals() throws(SystemError) -> FileDescriptor {
+    /// For a front end that owns the process: blocks `signals` in the calling
+    /// thread (threads started later inherit the mask) and returns a signalfd
+    /// that reports them, so they can be handled like any other input.
+    public static func signalDescriptor(for signals: [Int32]) throws(SystemError) -> FileDescriptor {
         var set = sigset_t()
         sigemptyset(&set)
-        for signal in termination + [stateReport] { sigaddset(&set, signal) }
+        for signal in signals { sigaddset(&set, signal) }
         let result = pthread_sigmask(SIG_BLOCK, &set, nil)
         if result != 0 { throw SystemError("pthread_sigmask", errno: result) }
         let fd = try sys("signalfd") { signalfd(-1, &set, Int32(SFD_CLOEXEC | SFD_NONBLOCK)) }
         return FileDescriptor(owning: fd)
     }
 
-    /// Reads one pending signal number from a signalfd made by `blockTerminationSignals`.
+    /// Reads one pending signal number from a signalfd made by `signalDescriptor`.
     public static func readSignal(from fd: FileDescriptor) -> Int32? {
         var info = signalfd_siginfo()
         let count = Glibc.read(fd.rawValue, &info, MemoryLayout<signalfd_siginfo>.size)
