@@ -21,7 +21,7 @@ struct DumpTablesCommand: ParsableCommand {
     }
 
     enum DeviceKind: String, CaseIterable {
-        case block, rng
+        case block, net, vsock, balloon, rng
     }
 
     @Option(help: "Number of vCPUs (1 to \(VMConfig.maxVCPUs)).")

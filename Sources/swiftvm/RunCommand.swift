@@ -41,6 +41,21 @@ struct RunCommand: ParsableCommand {
         valueName: "spec"))
     var drive: [String] = []
 
+    @Option(help: ArgumentHelp(
+        "A virtio-net interface on a host TAP device (repeatable): id=NAME,tap=TAPNAME[,mac=XX:XX:XX:XX:XX:XX].",
+        valueName: "spec"))
+    var net: [String] = []
+
+    @Option(help: ArgumentHelp(
+        "A vsock device: cid=N,uds=PATH. Host programs connect to PATH and write \"CONNECT <port>\\n\"; guest connections to port P reach PATH_P.",
+        valueName: "spec"))
+    var vsock: String?
+
+    @Option(help: ArgumentHelp(
+        "A memory balloon: MIB[,deflate-on-oom][,stats=SECONDS][,reporting]; MIB is how much memory the guest gives back.",
+        valueName: "spec"))
+    var balloon: String?
+
     @Flag(help: "Describe the machine with the MP table and virtio_mmio.device= stanzas instead of ACPI tables.")
     var noACPI = false
 
@@ -105,6 +120,9 @@ struct RunCommand: ParsableCommand {
         do {
             if let rootfs { config.drives.append(DriveConfig(id: "rootfs", path: rootfs, isRootDevice: true)) }
             for spec in drive { config.drives.append(try DriveConfig.parse(spec)) }
+            config.netInterfaces = try net.map { (spec) throws(VMConfigError) in try NetConfig.parse(spec) }
+            config.vsock = try vsock.map { (spec) throws(VMConfigError) in try VsockConfig.parse(spec) }
+            config.balloon = try balloon.map { (spec) throws(VMConfigError) in try BalloonConfig.parse(spec) }
             try config.validate()
         } catch {
             Log.error(error.description)

@@ -67,6 +67,6 @@ struct DumpTablesTests {
     func unknownDevice() throws {
         let outcome = try SwiftVMProcess.run(["dump-tables", "--devices", "block,gpu", "--out", NSTemporaryDirectory()])
         #expect(outcome.status == 64)
-        #expect(outcome.stderr.contains("\"gpu\" is not one of block, rng"))
+        #expect(outcome.stderr.contains("\"gpu\" is not one of block, net, vsock, balloon, rng"))
     }
 }

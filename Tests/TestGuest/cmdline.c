@@ -72,6 +72,9 @@ static void parse_virtio(const char *v, uint64_t len, struct guest_params *p)
         { "ro", VIRTIO_BLK_RO },
         { "wb", VIRTIO_BLK_WB },
         { "rng", VIRTIO_RNG },
+        { "net", VIRTIO_NET },
+        { "vsock", VIRTIO_VSOCK },
+        { "balloon", VIRTIO_BALLOON },
     };
     p->has_virtio = 1;
     uint64_t i = 0;

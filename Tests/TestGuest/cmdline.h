@@ -13,7 +13,7 @@ enum bench_kind { BENCH_SEQREAD, BENCH_RANDREAD, BENCH_SEQWRITE, BENCH_RANDWRITE
 enum acpi_expect { ACPI_UNKNOWN, ACPI_ON, ACPI_OFF };
 
 /* Kinds in testguest.virtio=, one per attached virtio-mmio device. */
-enum virtio_kind { VIRTIO_BLK_RW, VIRTIO_BLK_RO, VIRTIO_BLK_WB, VIRTIO_RNG, VIRTIO_UNKNOWN };
+enum virtio_kind { VIRTIO_BLK_RW, VIRTIO_BLK_RO, VIRTIO_BLK_WB, VIRTIO_RNG, VIRTIO_NET, VIRTIO_VSOCK, VIRTIO_BALLOON, VIRTIO_UNKNOWN };
 
 #define VIRTIO_MAX_DEVICES 8
 

@@ -52,6 +52,11 @@
 #define CONFIG_TRIES 4
 
 static struct virtqueue queues[VIRTIO_MAX_DEVICES];
+/* Queues 1 and up of multi-queue devices (queue 0 is queues[index]). */
+static struct virtqueue more_queues[VIRTIO_MAX_DEVICES][VIRTIO_MAX_QUEUES - 1];
+/* Per device and queue: descriptors in use, and each chain's length by head. */
+static uint8_t desc_used[VIRTIO_MAX_DEVICES][VIRTIO_MAX_QUEUES][VQ_SIZE];
+static uint8_t chain_length[VIRTIO_MAX_DEVICES][VIRTIO_MAX_QUEUES][VQ_SIZE];
 
 /* Written by the interrupt handler, per device index. */
 static volatile uint32_t irq_count[VIRTIO_MAX_DEVICES];
@@ -147,17 +152,17 @@ int virtio_begin(struct virtio_dev *d, unsigned index, uint32_t device_id, const
     return 0;
 }
 
-static int setup_queue(struct virtio_dev *d)
+static int setup_queue_n(struct virtio_dev *d, unsigned q)
 {
-    struct virtqueue *vq = d->vq;
-    reg_write(d, REG_QUEUE_SEL, 0);
+    struct virtqueue *vq = d->vqs[q];
+    reg_write(d, REG_QUEUE_SEL, q);
     uint32_t ready = reg_read(d, REG_QUEUE_READY), max = reg_read(d, REG_QUEUE_NUM_MAX);
     if (ready != 0) {
-        report_fail(d->name, "QueueReady of queue 0 expected 0 after reset, got %u", ready);
+        report_fail(d->name, "QueueReady of queue %u expected 0 after reset, got %u", q, ready);
         return -1;
     }
     if (max < VQ_SIZE) {
-        report_fail(d->name, "QueueNumMax of queue 0 expected at least %u, got %u", VQ_SIZE, max);
+        report_fail(d->name, "QueueNumMax of queue %u expected at least %u, got %u", q, VQ_SIZE, max);
         return -1;
     }
     memset(vq, 0, sizeof *vq);
@@ -172,14 +177,28 @@ static int setup_queue(struct virtio_dev *d)
     full_barrier();
     reg_write(d, REG_QUEUE_READY, 1);
     if ((ready = reg_read(d, REG_QUEUE_READY)) != 1) {
-        report_fail(d->name, "QueueReady of queue 0 expected 1 after setup, reads %u", ready);
+        report_fail(d->name, "QueueReady of queue %u expected 1 after setup, reads %u", q, ready);
         return -1;
     }
+    memset(desc_used[d->index][q], 0, VQ_SIZE);
     return 0;
 }
 
 int virtio_activate(struct virtio_dev *d, uint64_t wanted)
 {
+    return virtio_activate_queues(d, wanted, 1);
+}
+
+int virtio_activate_queues(struct virtio_dev *d, uint64_t wanted, unsigned nqueues)
+{
+    if (nqueues < 1 || nqueues > VIRTIO_MAX_QUEUES) {
+        report_fail(d->name, "the driver asked for %u queues (at most %u)", nqueues, VIRTIO_MAX_QUEUES);
+        return -1;
+    }
+    d->nqueues = nqueues;
+    d->vqs[0] = d->vq;
+    for (unsigned q = 1; q < nqueues; q++)
+        d->vqs[q] = &more_queues[d->index][q - 1];
     uint64_t accept = (wanted | VIRTIO_F_VERSION_1) & d->offered;
     reg_write(d, REG_DRIVER_FEATURES_SEL, 0);
     reg_write(d, REG_DRIVER_FEATURES, (uint32_t)accept);
@@ -195,9 +214,11 @@ int virtio_activate(struct virtio_dev *d, uint64_t wanted)
         fail_device(d);
         return -1;
     }
-    if (setup_queue(d)) {
-        fail_device(d);
-        return -1;
+    for (unsigned q = 0; q < nqueues; q++) {
+        if (setup_queue_n(d, q)) {
+            fail_device(d);
+            return -1;
+        }
     }
     reg_write(d, REG_STATUS, status | STATUS_DRIVER_OK);
     back = reg_read(d, REG_STATUS);
@@ -319,6 +340,87 @@ int virtio_transfer(struct virtio_dev *d, const struct virtio_buf *bufs, unsigne
     return 0;
 }
 
+int virtio_post(struct virtio_dev *d, unsigned q, const struct virtio_buf *bufs, unsigned n)
+{
+    struct virtqueue *vq = d->vqs[q];
+    uint8_t *used = desc_used[d->index][q];
+    int slots[VQ_SIZE];
+    unsigned found = 0;
+    for (unsigned i = 0; i < VQ_SIZE && found < n; i++)
+        if (!used[i])
+            slots[found++] = (int)i;
+    if (n == 0 || found < n)
+        return -1;
+    for (unsigned i = 0; i < n; i++) {
+        struct vring_desc *desc = &vq->desc[slots[i]];
+        desc->addr = (uint64_t)bufs[i].addr;
+        desc->len = bufs[i].len;
+        desc->flags = (uint16_t)((i + 1 < n ? VRING_DESC_F_NEXT : 0) | (bufs[i].device_writes ? VRING_DESC_F_WRITE : 0));
+        desc->next = (uint16_t)(i + 1 < n ? slots[i + 1] : 0);
+        used[slots[i]] = 1;
+    }
+    chain_length[d->index][q][slots[0]] = (uint8_t)n;
+    vq->avail.flags = VRING_AVAIL_F_NO_INTERRUPT;
+    vq->avail.ring[vq->next_avail % VQ_SIZE] = (uint16_t)slots[0];
+    compiler_barrier();
+    *(volatile uint16_t *)&vq->avail.idx = ++vq->next_avail;
+    full_barrier();
+    reg_write(d, REG_QUEUE_NOTIFY, q);
+    return slots[0];
+}
+
+int virtio_wait_used(struct virtio_dev *d, unsigned q, uint64_t timeout_us, uint32_t *head, uint32_t *len)
+{
+    struct virtqueue *vq = d->vqs[q];
+    lapic_stopwatch_start();
+    for (int i = 0; !used_ready(vq); i++) {
+        if (i >= COMPLETION_SPINS * 10 || lapic_elapsed_us() > timeout_us)
+            return -1;
+        cpu_relax();
+    }
+    compiler_barrier();
+    struct vring_used_elem e = vq->used.ring[vq->last_used % VQ_SIZE];
+    vq->last_used++;
+    if (e.id < VQ_SIZE) {
+        /* Free the chain's descriptors by following it. */
+        unsigned id = e.id, n = chain_length[d->index][q][id];
+        for (unsigned i = 0; i < n && id < VQ_SIZE; i++) {
+            desc_used[d->index][q][id] = 0;
+            id = vq->desc[id].next;
+        }
+    }
+    *head = e.id;
+    *len = e.len;
+    return 0;
+}
+
+uint8_t virtio_config_read8(struct virtio_dev *d, unsigned offset)
+{
+    return mmio_read8(d->base + REG_CONFIG + offset);
+}
+
+uint16_t virtio_config_read16(struct virtio_dev *d, unsigned offset)
+{
+    return mmio_read16(d->base + REG_CONFIG + offset);
+}
+
+uint32_t virtio_config_read32(struct virtio_dev *d, unsigned offset)
+{
+    return reg_read(d, REG_CONFIG + offset);
+}
+
+void virtio_config_write32(struct virtio_dev *d, unsigned offset, uint32_t value)
+{
+    reg_write(d, REG_CONFIG + offset, value);
+}
+
+void virtio_ack(struct virtio_dev *d)
+{
+    uint32_t st = reg_read(d, REG_INTERRUPT_STATUS);
+    if (st)
+        reg_write(d, REG_INTERRUPT_ACK, st);
+}
+
 void virtio_end(struct virtio_dev *d)
 {
     reset(d);
@@ -344,8 +446,17 @@ void check_virtio(const struct guest_params *params)
         case VIRTIO_RNG:
             check_virtio_rng(i);
             break;
+        case VIRTIO_NET:
+            check_virtio_net(i);
+            break;
+        case VIRTIO_VSOCK:
+            check_virtio_vsock(i);
+            break;
+        case VIRTIO_BALLOON:
+            check_virtio_balloon(i);
+            break;
         case VIRTIO_UNKNOWN:
-            report_fail("virtio", "device %u: testguest.virtio kind expected rw, ro, wb or rng", i);
+            report_fail("virtio", "device %u: testguest.virtio kind expected rw, ro, wb, rng, net, vsock or balloon", i);
             break;
         }
     }

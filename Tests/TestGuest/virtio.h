@@ -16,8 +16,14 @@ static inline uint64_t virtio_mmio_base(unsigned index) { return VIRTIO_MMIO_FIR
 static inline unsigned virtio_gsi(unsigned index) { return VIRTIO_FIRST_GSI + index; }
 
 /* Device ids (section 5). */
+#define VIRTIO_ID_NET 1
 #define VIRTIO_ID_BLOCK 2
 #define VIRTIO_ID_ENTROPY 4
+#define VIRTIO_ID_BALLOON 5
+#define VIRTIO_ID_VSOCK 19
+
+/* Queues a device may use (vsock has 3, the balloon up to 5). */
+#define VIRTIO_MAX_QUEUES 5
 
 #define VIRTIO_F_VERSION_1 (1ull << 32)
 
@@ -77,7 +83,9 @@ struct virtio_dev {
     unsigned gsi;
     uint8_t vector;
     uint64_t offered; /* device feature bits */
-    struct virtqueue *vq;
+    struct virtqueue *vq; /* queue 0, for one-request-at-a-time devices */
+    struct virtqueue *vqs[VIRTIO_MAX_QUEUES];
+    unsigned nqueues;
 };
 
 /* Checks magic, version and device id, resets the device, sets
@@ -107,11 +115,37 @@ int virtio_transfer(struct virtio_dev *d, const struct virtio_buf *bufs, unsigne
  * IOAPIC pin. */
 void virtio_end(struct virtio_dev *d);
 
-/* Runs the virtio-blk and virtio-rng checks for testguest.virtio. */
+/* Like virtio_activate, for devices with several queues: sets up queues
+ * 0 .. nqueues-1 (each VQ_SIZE entries) and sets DRIVER_OK. */
+int virtio_activate_queues(struct virtio_dev *d, uint64_t wanted, unsigned nqueues);
+
+/* Posts one chain on queue q without waiting; several may be in flight, as
+ * long as their descriptors fit the queue. Returns the chain's head, or -1
+ * when the queue has no free descriptors. Notifies the device. */
+int virtio_post(struct virtio_dev *d, unsigned q, const struct virtio_buf *bufs, unsigned n);
+
+/* Waits up to timeout_us (by polling) for the device to use a chain of
+ * queue q; gives its head and length and frees its descriptors. Returns 0,
+ * or -1 on timeout (nothing is reported). */
+int virtio_wait_used(struct virtio_dev *d, unsigned q, uint64_t timeout_us, uint32_t *head, uint32_t *len);
+
+/* Reads and writes of the configuration space, by width. */
+uint8_t virtio_config_read8(struct virtio_dev *d, unsigned offset);
+uint16_t virtio_config_read16(struct virtio_dev *d, unsigned offset);
+uint32_t virtio_config_read32(struct virtio_dev *d, unsigned offset);
+void virtio_config_write32(struct virtio_dev *d, unsigned offset, uint32_t value);
+
+/* Acknowledges whatever InterruptStatus shows (for drivers that poll). */
+void virtio_ack(struct virtio_dev *d);
+
+/* Runs the virtio device checks for testguest.virtio. */
 void check_virtio(const struct guest_params *params);
 
 /* Device checks (virtio_blk.c, virtio_rng.c). */
 void check_virtio_blk(unsigned index, enum virtio_kind kind);
 void check_virtio_rng(unsigned index);
+void check_virtio_net(unsigned index);
+void check_virtio_vsock(unsigned index);
+void check_virtio_balloon(unsigned index);
 
 #endif

@@ -6,6 +6,9 @@ extension VMConfig {
     public struct VirtioSlot: Sendable, Equatable {
         public enum Kind: Sendable, Equatable {
             case block(DriveConfig)
+            case net(NetConfig)
+            case vsock(VsockConfig)
+            case balloon(BalloonConfig)
             case entropy
         }
 
@@ -16,10 +19,14 @@ extension VMConfig {
     /// The IOAPIC has 24 pins and virtio devices start at GSI 5.
     public static let maxVirtioDevices = 24 - Int(X86Layout.firstVirtioIRQ)
 
-    /// The virtio devices in guest order: drives (root first), then the entropy
-    /// device; device i gets the i-th 4 KiB window from 0xc0001000 and GSI 5 + i.
+    /// The virtio devices in guest order: drives (root first), network
+    /// interfaces, vsock, the balloon, then the entropy device; device i gets
+    /// the i-th 4 KiB window from 0xc0001000 and GSI 5 + i.
     public var virtioSlots: [VirtioSlot] {
         var kinds = orderedDrives.map { VirtioSlot.Kind.block($0) }
+        kinds += netInterfaces.map { VirtioSlot.Kind.net($0) }
+        if let vsock { kinds.append(.vsock(vsock)) }
+        if let balloon { kinds.append(.balloon(balloon)) }
         if entropyDevice { kinds.append(.entropy) }
         return kinds.enumerated().map { index, kind in VirtioSlot(kind: kind, window: VMConfig.virtioWindow(index)) }
     }

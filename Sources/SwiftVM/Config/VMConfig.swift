@@ -32,6 +32,12 @@ public struct VMConfig: Sendable {
     public var acpi: Bool = true
     /// virtio-block drives, in the order the guest sees them (/dev/vda first).
     public var drives: [DriveConfig] = []
+    /// virtio-net interfaces, each backed by a host TAP device (eth0 first).
+    public var netInterfaces: [NetConfig] = []
+    /// A hybrid vsock device over Unix sockets.
+    public var vsock: VsockConfig?
+    /// A memory balloon.
+    public var balloon: BalloonConfig?
     /// Attach a virtio-rng device so the guest's CSPRNG is seeded from the host.
     public var entropyDevice: Bool = true
     /// Check the kernel and root drive for problems that would make the boot
@@ -107,9 +113,25 @@ public struct VMConfig: Sendable {
         guard (VMConfig.minMemoryMiB...VMConfig.maxMemoryMiB).contains(memoryMiB) else {
             throw .invalid("--memory must be between \(VMConfig.minMemoryMiB) and \(VMConfig.maxMemoryMiB) MiB; got \(memoryMiB)")
         }
-        guard drives.count + (entropyDevice ? 1 : 0) <= VMConfig.maxVirtioDevices else {
-            throw .invalid("at most \(VMConfig.maxVirtioDevices) virtio devices fit on the interrupt controller; \(drives.count) drives were given")
+        let deviceCount = drives.count + netInterfaces.count + (vsock == nil ? 0 : 1) + (balloon == nil ? 0 : 1)
+            + (entropyDevice ? 1 : 0)
+        guard deviceCount <= VMConfig.maxVirtioDevices else {
+            throw .invalid("at most \(VMConfig.maxVirtioDevices) virtio devices fit on the interrupt controller; "
+                + "\(deviceCount) were asked for")
         }
+        var interfaces: Set<String> = []
+        var taps: Set<String> = []
+        for net in netInterfaces {
+            try net.validate()
+            guard interfaces.insert(net.id).inserted else {
+                throw .invalid("two network interfaces are named \(net.id); interface ids must be unique")
+            }
+            guard taps.insert(net.tapName).inserted else {
+                throw .invalid("two network interfaces use the TAP device \(net.tapName); each needs its own")
+            }
+        }
+        try vsock?.validate()
+        try balloon?.validate(memoryMiB: memoryMiB)
         do { _ = try KernelCommandLine(guestCommandLine) } catch { throw .invalid(error.description) }
         var seen: Set<String> = []
         for drive in drives {

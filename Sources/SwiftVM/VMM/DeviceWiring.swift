@@ -21,6 +21,8 @@ struct DeviceWiring: @unchecked Sendable {
     private(set) var console: ConsoleWatcher?
     /// The virtio devices, each with the ioeventfd KVM signals on a queue notify.
     private(set) var virtio: [VirtioEndpoint] = []
+    /// The balloon, which the VM's owner steers while the guest runs.
+    private(set) var balloon: VirtioBalloon?
 
     init(vm: VirtualMachine) throws(VMMError) {
         self.vm = vm
@@ -85,6 +87,17 @@ struct DeviceWiring: @unchecked Sendable {
                     throw VMMError(.usage, "drive \(drive.id): \(error)")
                 }
                 name = "virtio-blk \(drive.id)"
+            case .net(let net):
+                device = try makeNetDevice(net)
+                name = "virtio-net \(net.id)"
+            case .vsock(let vsock):
+                device = try makeVsockDevice(vsock)
+                name = "virtio-vsock"
+            case .balloon(let balloon):
+                let made = try makeBalloonDevice(balloon, memory: memory)
+                self.balloon = made
+                device = made
+                name = "virtio-balloon"
             case .entropy:
                 device = VirtioRNG()
                 name = "virtio-rng"
