@@ -46,7 +46,9 @@ let package = Package(
         .target(name: "SwiftVMTestSupport", dependencies: ["SwiftVMMemory", "SwiftVMBoot"], path: "Tests/SwiftVMTestSupport"),
         .testTarget(name: "SwiftVMBootTests", dependencies: ["SwiftVMMemory", "SwiftVMBoot", "SwiftVMTestSupport"]),
         .testTarget(name: "SwiftVMInspectTests", dependencies: ["SwiftVMMemory", "SwiftVMBoot", "SwiftVMInspect", "SwiftVMTestSupport"]),
-        .testTarget(name: "SwiftVMDevicesTests", dependencies: ["SwiftVMMemory", "SwiftVMDevices"]),
+        .testTarget(
+            name: "SwiftVMDevicesTests",
+            dependencies: ["SwiftVMMemory", "SwiftVMDevices", .product(name: "Atomics", package: "swift-atomics")]),
         .testTarget(name: "SwiftVMTests", dependencies: ["SwiftVM", "SwiftVMMemory", "SwiftVMBoot", "SwiftVMInspect", "SwiftVMDevices", "SwiftVMHost"]),
     ]
 )

@@ -25,7 +25,9 @@ struct VCPURunner: Sendable {
             if gate.isPaused {
                 answerIfAsked()
                 gate.hold(until: latch)
-                if !latch.isSet { vcpu.cancelExitRequest() }
+                // Cleared before the loop looks at the latch again, so a stop
+                // that comes now still finds immediate_exit set.
+                vcpu.cancelExitRequest()
                 continue
             }
             let exit: VCPUExit
@@ -81,7 +83,8 @@ struct VCPURunner: Sendable {
     /// and lets the next `KVM_RUN` enter the guest again.
     private func answerIfAsked() {
         guard mailbox.isAsked(vcpu.id) else { return }
-        if !latch.isSet { vcpu.cancelExitRequest() }
+        // Cleared before the loop looks at the latch again (see run()).
+        vcpu.cancelExitRequest()
         if let state = VCPURunner.state(of: vcpu, memory: memory) { mailbox.answer(state) }
     }
 

@@ -1,5 +1,13 @@
+import Atomics
 import Synchronization
 import SwiftVMMemory
+
+// The ring indices are loaded and stored as native UInt16 atomics straight
+// on guest memory, which is little-endian; so must the host be. Both hosts
+// swiftvm runs on (x86_64, aarch64 Linux) are.
+#if !_endian(little)
+#error("SplitQueue's atomic ring indices assume a little-endian host")
+#endif
 
 /// The device side of a split virtqueue (virtio 1.2 §2.7) in guest memory.
 ///
@@ -17,23 +25,26 @@ import SwiftVMMemory
 /// index out of range) cannot be recovered: the queue records ``failure`` and
 /// stops, and the transport sets DEVICE_NEEDS_RESET.
 ///
-/// Memory ordering (§2.7.13, and the barriers the driver side uses): guest
-/// memory is plain shared memory, reached through `GuestMemory`'s bounds
-/// checked loads and stores, which Swift cannot make atomic. The queue
-/// therefore orders them with fences from `Synchronization`:
-/// - after loading `avail.idx`, an acquire fence, so ring entries and
-///   descriptors are read no earlier than the index that published them;
-/// - before storing `used.idx`, a release fence, so the used element (and the
-///   data written into the buffers) is visible before the index that
-///   publishes it;
-/// - between storing `used.idx` and reading `used_event` / `avail.flags`, and
-///   between storing `avail_event` and re-reading `avail.idx`, a sequentially
-///   consistent fence, because each side writes one location and then reads
-///   the other's (store-load ordering, which neither acquire nor release
-///   provides; x86 needs an `mfence` here).
-/// LLVM does not move memory accesses across a fence, so the compiler keeps
-/// this order too. The 16-bit indices are naturally aligned (the rings are
-/// checked at setup), so their loads and stores do not tear.
+/// Memory ordering (§2.7.13 and the notification rules of §2.7.7, §2.7.10).
+/// The 16-bit fields both sides poll (`avail.flags`, `avail.idx`,
+/// `used_event`, `used.idx`, `avail_event`) are accessed with atomic loads
+/// and stores (`UnsafeAtomic<UInt16>` over the guest bytes, after a bounds
+/// and 2-byte alignment check); ring entries, descriptors and buffers are
+/// plain bounds-checked accesses ordered by those atomics:
+/// - `avail.idx` is loaded with acquire, so the ring entries and descriptors
+///   it publishes are read no earlier than the index;
+/// - `used.idx` is stored with release, so the used element (and the data
+///   written into the buffers) is visible before the index that publishes it;
+/// - between storing `used.idx` and loading `used_event` / `avail.flags`, and
+///   between storing `avail_event` and re-loading `avail.idx`, a sequentially
+///   consistent fence: each side stores one location and then loads the
+///   other's, a store-load order that acquire and release do not give (x86
+///   needs an `mfence` here). The driver puts a full barrier in the mirror
+///   position (Linux's `virtio_mb()`), so one side always sees the other's
+///   store and no notification is lost. The loads and stores next to the
+///   fence only feed that decision, so they are relaxed.
+/// The device never writes `used.flags`: it does not use
+/// VIRTQ_USED_F_NO_NOTIFY and leaves the field as the driver zeroed it.
 public final class SplitQueue: Sendable {
     /// Where the driver put the queue, as the transport's registers describe it.
     public struct Layout: Sendable, Hashable {
@@ -129,10 +140,23 @@ public final class SplitQueue: Sendable {
     ///   - indirectDescriptors: VIRTIO_F_INDIRECT_DESC was negotiated; without
     ///     it an indirect descriptor makes the chain malformed.
     ///   - label: names the queue in log lines.
-    public init(
+    public convenience init(
         memory: GuestMemory, layout: Layout, eventIndex: Bool, indirectDescriptors: Bool, label: String = "virtqueue"
     ) throws(LayoutError) {
         try Self.validate(layout, memory: memory)
+        self.init(
+            memory: memory, unvalidated: layout, eventIndex: eventIndex, indirectDescriptors: indirectDescriptors,
+            label: label)
+    }
+
+    /// A queue over `layout` as given, without ``validate(_:memory:)``. Every
+    /// ring access is still checked on its own and fails the queue when it
+    /// falls outside guest RAM or is misaligned; tests use this to reach those
+    /// checks.
+    package init(
+        memory: GuestMemory, unvalidated layout: Layout, eventIndex: Bool, indirectDescriptors: Bool,
+        label: String = "virtqueue"
+    ) {
         self.label = label
         self.memory = memory
         self.layout = layout
@@ -165,8 +189,13 @@ public final class SplitQueue: Sendable {
                     guard eventIndex else { return nil }
                     // Ask to be notified for the next entry, then look again
                     // in case the driver added one before it saw the request.
-                    guard store(s.nextAvail, at: availEventAddress, &s) else { return nil }
-                    atomicMemoryFence(ordering: .sequentiallyConsistent)
+                    let wanted = s.nextAvail.littleEndian
+                    guard withIndex(at: availEventAddress, &s, { $0.store(wanted, ordering: .relaxed) }) != nil else {
+                        return nil
+                    }
+                    // Store-load: the driver must see avail_event, or this
+                    // load must see its new avail.idx (§2.7.10).
+                    Atomics.atomicMemoryFence(ordering: .sequentiallyConsistent)
                     guard let again = loadAvailIndex(&s), again != s.nextAvail else { return nil }
                     continue
                 }
@@ -189,10 +218,13 @@ public final class SplitQueue: Sendable {
         }
     }
 
-    /// Loads `avail.idx` and checks the driver is not more than a ring ahead.
+    /// Loads `avail.idx` (acquire: the entries and descriptors it publishes
+    /// are read after it) and checks the driver is not more than a ring ahead.
     private func loadAvailIndex(_ s: inout State) -> UInt16? {
-        guard let index: UInt16 = load(at: layout.availableRing.rawValue + 2, &s) else { return nil }
-        atomicMemoryFence(ordering: .acquiring)
+        guard let raw = withIndex(at: layout.availableRing.rawValue + 2, &s, { $0.load(ordering: .acquiring) }) else {
+            return nil
+        }
+        let index = UInt16(littleEndian: raw)
         let outstanding = index &- s.nextAvail
         guard outstanding <= size else {
             fail("avail.idx \(index) is \(outstanding) entries ahead of the device (queue size \(size))", &s)
@@ -311,8 +343,9 @@ public final class SplitQueue: Sendable {
         let element = layout.usedRing.rawValue + 4 + 8 * UInt64(s.nextUsed % size)
         guard store(UInt32(head), at: element, &s), store(length, at: element + 4, &s) else { return }
         s.nextUsed &+= 1
-        atomicMemoryFence(ordering: .releasing)
-        _ = store(s.nextUsed, at: layout.usedRing.rawValue + 2, &s)
+        // Release: the element and the buffer contents come before the index.
+        let published = s.nextUsed.littleEndian
+        _ = withIndex(at: layout.usedRing.rawValue + 2, &s) { $0.store(published, ordering: .releasing) }
     }
 
     /// Whether the driver wants an interrupt for the used elements added since
@@ -326,17 +359,49 @@ public final class SplitQueue: Sendable {
             let new = s.nextUsed
             s.usedAtLastSignal = new
             guard new != old else { return false }
-            atomicMemoryFence(ordering: .sequentiallyConsistent)
+            // Store-load: the used.idx stored in publishUsed against the
+            // driver's used_event / flags, which it stores before re-reading
+            // used.idx (§2.7.7, §2.7.10).
+            Atomics.atomicMemoryFence(ordering: .sequentiallyConsistent)
             if eventIndex {
-                guard let usedEvent: UInt16 = load(at: usedEventAddress, &s) else { return false }
+                guard let raw = withIndex(at: usedEventAddress, &s, { $0.load(ordering: .relaxed) }) else {
+                    return false
+                }
+                let usedEvent = UInt16(littleEndian: raw)
                 return new &- usedEvent &- 1 < new &- old
             }
-            guard let flags: UInt16 = load(at: layout.availableRing.rawValue, &s) else { return false }
-            return flags & Self.availNoInterrupt == 0
+            guard let raw = withIndex(at: layout.availableRing.rawValue, &s, { $0.load(ordering: .relaxed) }) else {
+                return false
+            }
+            return UInt16(littleEndian: raw) & Self.availNoInterrupt == 0
         }
     }
 
     // MARK: - Ring access
+
+    /// Runs `body` on the 16-bit field at `address` as an atomic, or fails the
+    /// queue when the field is outside guest RAM or not 2-byte aligned (an
+    /// atomic must be naturally aligned; a misaligned one could tear or trap).
+    private func withIndex<R>(at address: UInt64, _ s: inout State, _ body: (UnsafeAtomic<UInt16>) -> R) -> R? {
+        let bytes: UnsafeMutableRawBufferPointer
+        do {
+            bytes = try memory.checkedBytes(at: GuestAddress(address), count: 2)
+        } catch {
+            fail("ring index access failed: \(error)", &s)
+            return nil
+        }
+        // Guest RAM is mapped page-aligned, so the host pointer is aligned
+        // exactly when the guest address is.
+        guard let base = bytes.baseAddress, Int(bitPattern: base) % 2 == 0 else {
+            fail("ring index at \(GuestAddress(address)) is not 2-byte aligned", &s)
+            return nil
+        }
+        // UInt16's atomic representation has UInt16's size and alignment;
+        // the binding lasts only for this access.
+        return base.withMemoryRebound(to: UInt16.AtomicRepresentation.self, capacity: 1) { pointer in
+            body(UnsafeAtomic(at: pointer))
+        }
+    }
 
     private func load<T: FixedWidthInteger>(at address: UInt64, _ s: inout State) -> T? {
         do {

@@ -93,13 +93,12 @@ public final class VCPU: @unchecked Sendable {
     /// Makes the next (or current) `KVM_RUN` return at once. Call from any
     /// thread, then send the kick signal to the vCPU's thread.
     public func requestExit() {
-        // A plain store is enough: the signal that follows is the synchronization point.
-        shared.pointee.immediate_exit = 1
+        svm_set_immediate_exit(shared, 1)
     }
 
     /// Undoes `requestExit` so that `KVM_RUN` enters the guest again. Only the
     /// vCPU's own thread calls this, between runs.
     public func cancelExitRequest() {
-        shared.pointee.immediate_exit = 0
+        svm_set_immediate_exit(shared, 0)
     }
 }

@@ -1,10 +1,20 @@
+// Atomics is a dependency of SwiftVMDevices, not (yet) declared for this
+// test target; the driver needs it to pair with the device's atomics.
+import Atomics
 import SwiftVMDevices
 import SwiftVMMemory
+import Testing
 
 /// The driver's side of one split virtqueue: lays out the descriptor table,
 /// the available ring and the used ring in guest memory the way a guest
 /// driver would, adds chains, and reads used elements back. Test code only,
 /// so it traps on its own mistakes.
+///
+/// The fields the device polls are accessed atomically, with the orderings
+/// of Linux's virtio_ring driver, so a driver on another thread is a fair
+/// partner for the device: `avail.idx` is stored with release and `used.idx`
+/// loaded with acquire; ``kickNeeded(since:)`` and ``enableInterrupts()`` put
+/// a full fence between their store and load (virtio 1.2 §2.7.10).
 final class MockDriverQueue {
     /// A buffer the driver puts in a chain.
     struct Buffer {
@@ -137,36 +147,75 @@ final class MockDriverQueue {
 
     // MARK: Available ring
 
-    /// Puts `head` in the available ring and publishes the new `avail.idx`.
+    /// Puts `head` in the available ring and publishes the new `avail.idx`
+    /// (release: the entry and its descriptors come first).
     func makeAvailable(_ head: UInt16) throws {
         try memory.store(head, at: GuestAddress(availableRing.rawValue + 4 + 2 * UInt64(availIndex % size)))
         availIndex &+= 1
-        try memory.store(availIndex, at: GuestAddress(availableRing.rawValue + 2))
+        let published = availIndex
+        try ringField(GuestAddress(availableRing.rawValue + 2)) { $0.store(published.littleEndian, ordering: .releasing) }
     }
 
     /// Overwrites `avail.idx` with any value, as a hostile driver might.
     func setAvailIndex(_ value: UInt16) throws {
         availIndex = value
-        try memory.store(value, at: GuestAddress(availableRing.rawValue + 2))
+        try ringField(GuestAddress(availableRing.rawValue + 2)) { $0.store(value.littleEndian, ordering: .releasing) }
     }
 
     /// Sets `avail.flags` (VIRTQ_AVAIL_F_NO_INTERRUPT is 1).
     func setAvailFlags(_ flags: UInt16) throws {
-        try memory.store(flags, at: availableRing)
+        try ringField(availableRing) { $0.store(flags.littleEndian, ordering: .relaxed) }
     }
 
     /// Sets `used_event`, the used index after which the driver wants an interrupt.
     func setUsedEvent(_ value: UInt16) throws {
-        try memory.store(value, at: GuestAddress(availableRing.rawValue + 4 + 2 * UInt64(size)))
+        try ringField(usedEventAddress) { $0.store(value.littleEndian, ordering: .relaxed) }
     }
+
+    /// Whether the device asked to be notified of the entries published since
+    /// `avail.idx` was `old` (VIRTIO_F_EVENT_IDX; Linux's virtqueue_kick_prepare).
+    func kickNeeded(since old: UInt16) -> Bool {
+        // Store-load: our avail.idx against the device's avail_event.
+        Atomics.atomicMemoryFence(ordering: .sequentiallyConsistent)
+        return Self.needEvent(availEvent, new: availIndex, old: old)
+    }
+
+    /// Asks for an interrupt on the next used element; true if one arrived
+    /// meanwhile, so the driver must look again rather than wait (Linux's
+    /// virtqueue_enable_cb_prepare and virtqueue_poll).
+    func enableInterrupts() throws -> Bool {
+        try setUsedEvent(usedSeen)
+        // Store-load: our used_event against the device's used.idx.
+        Atomics.atomicMemoryFence(ordering: .sequentiallyConsistent)
+        return usedIndex != usedSeen
+    }
+
+    /// vring_need_event: `event` lies in `(old, new]`, modulo 2^16.
+    static func needEvent(_ event: UInt16, new: UInt16, old: UInt16) -> Bool {
+        new &- event &- 1 < new &- old
+    }
+
+    private var usedEventAddress: GuestAddress { GuestAddress(availableRing.rawValue + 4 + 2 * UInt64(size)) }
 
     // MARK: Used ring
 
-    var usedIndex: UInt16 { (try? memory.load(UInt16.self, at: GuestAddress(usedRing.rawValue + 2))) ?? 0 }
+    /// `used.idx` (acquire: the used elements and replies come after it).
+    var usedIndex: UInt16 {
+        (try? ringField(GuestAddress(usedRing.rawValue + 2)) { UInt16(littleEndian: $0.load(ordering: .acquiring)) }) ?? 0
+    }
 
     /// `avail_event`, the available index after which the device wants a notification.
     var availEvent: UInt16 {
-        (try? memory.load(UInt16.self, at: GuestAddress(usedRing.rawValue + 4 + 8 * UInt64(size)))) ?? 0
+        let address = GuestAddress(usedRing.rawValue + 4 + 8 * UInt64(size))
+        return (try? ringField(address) { UInt16(littleEndian: $0.load(ordering: .relaxed)) }) ?? 0
+    }
+
+    /// Runs `body` on the 16-bit ring field at `address` as an atomic.
+    private func ringField<R>(_ address: GuestAddress, _ body: (UnsafeAtomic<UInt16>) -> R) throws -> R {
+        let bytes = try memory.checkedBytes(at: address, count: 2)
+        let base = try #require(bytes.baseAddress)
+        try #require(Int(bitPattern: base) % 2 == 0, "ring field at \(address) is misaligned")
+        return base.withMemoryRebound(to: UInt16.AtomicRepresentation.self, capacity: 1) { body(UnsafeAtomic(at: $0)) }
     }
 
     /// The used elements published since the last call.

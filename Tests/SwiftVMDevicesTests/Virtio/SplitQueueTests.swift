@@ -1,3 +1,5 @@
+import Foundation
+import Synchronization
 import SwiftVMDevices
 import Testing
 import SwiftVMMemory
@@ -301,5 +303,259 @@ struct VirtioSplitQueueLayoutTests {
         #expect(chain.writable.map(\.address) == [c])
         #expect(chain.readableLength == 10)
         #expect(chain.writableLength == 10)
+    }
+}
+
+/// A driver thread and a device thread sharing one queue, as a guest vCPU and
+/// the event loop do, with VIRTIO_F_EVENT_IDX suppressing most kicks and
+/// interrupts. Each side sleeps until the other notifies it, so a lost
+/// notification (a skipped re-check or a missing store-load fence, §2.7.10)
+/// shows as a time-out, and a used element or reply seen before it was
+/// written as a wrong answer. Under scripts/test-tsan.sh the index atomics
+/// are checked too.
+@Suite("split virtqueue: concurrent driver and device")
+struct VirtioSplitQueueConcurrencyTests {
+    static let requests = 4000
+    /// Long enough for a slow sanitizer build; a lost notification waits forever.
+    static let patience: DispatchTimeInterval = .seconds(20)
+
+    /// The reply the device writes for request `sequence`.
+    static func reply(to sequence: UInt32) -> UInt32 { sequence ^ 0xa5a5_5a5a }
+
+    struct DriverReport: Sendable {
+        var completions: [Int] = Array(repeating: 0, count: VirtioSplitQueueConcurrencyTests.requests)
+        var problems: [String] = []
+        var kicks = 0
+    }
+
+    struct DeviceReport: Sendable {
+        /// The request sequence numbers in the order the device served them.
+        var served: [UInt32] = []
+        var problems: [String] = []
+        var interrupts = 0
+    }
+
+    /// Small queues keep the device running dry, so most requests meet the
+    /// notification handshake; 16 lets requests pile up.
+    @Test(arguments: [2, 4, 16] as [UInt16])
+    func everyRequestCompletesOnceAndInOrder(queueSize: UInt16) throws {
+        let memory = try GuestMemory(regions: [(GuestAddress(0), 4 << 20)])
+        // Set up (zero the rings) before either thread runs.
+        let driver = try MockDriverQueue(memory: memory, size: queueSize)
+        let queue = try SplitQueue(memory: memory, layout: driver.layout, eventIndex: true, indirectDescriptors: false)
+        // One request buffer per descriptor, reused whenever it is.
+        let buffers = try (0..<queueSize).map { _ in try driver.allocate(8) }
+        let kick = DispatchSemaphore(value: 0)
+        let interrupt = DispatchSemaphore(value: 0)
+        let handoff = Handoff(driver)
+
+        let deviceThread = JoinableThread {
+            Self.runDevice(queue: queue, memory: memory, kick: kick, interrupt: interrupt)
+        }
+        let driverThread = JoinableThread {
+            Self.runDriver(handoff.value, queueSize: queueSize, buffers: buffers, kick: kick, interrupt: interrupt)
+        }
+        // Each side gives up after `patience` without a notification.
+        let deadline = DispatchTime.now() + .seconds(120)
+        let driverReport = try #require(driverThread.join(before: deadline), "the driver thread hangs")
+        let deviceReport = try #require(deviceThread.join(before: deadline), "the device thread hangs")
+
+        #expect(driverReport.problems == [])
+        #expect(deviceReport.problems == [])
+        #expect(queue.failure == nil)
+        #expect(deviceReport.served == (0..<UInt32(Self.requests)).map { $0 }, "served once each, in order")
+        let wrong = driverReport.completions.enumerated().filter { $0.element != 1 }.prefix(5)
+        #expect(wrong.isEmpty, "requests completed other than once: \(Array(wrong))")
+        // Notifications flowed, at most one per request.
+        #expect((1...Self.requests).contains(driverReport.kicks))
+        #expect((1...Self.requests).contains(deviceReport.interrupts))
+    }
+
+    /// The device: serve every chain (copy the request number into the
+    /// reply), interrupt when the driver asked, sleep until kicked.
+    static func runDevice(
+        queue: SplitQueue, memory: GuestMemory, kick: DispatchSemaphore, interrupt: DispatchSemaphore
+    ) -> DeviceReport {
+        var report = DeviceReport()
+        while report.served.count < requests {
+            while let chain = queue.popAvailable() {
+                do {
+                    let request = try #require(chain.readable.first)
+                    let reply = try #require(chain.writable.first)
+                    let sequence = try memory.load(UInt32.self, at: request.address)
+                    try memory.store(Self.reply(to: sequence), at: reply.address)
+                    report.served.append(sequence)
+                } catch {
+                    report.problems.append("request at head \(chain.head): \(error)")
+                }
+                queue.addUsed(head: chain.head, length: 4)
+                if queue.needsNotification() {
+                    report.interrupts += 1
+                    interrupt.signal()
+                }
+            }
+            if let failure = queue.failure {
+                report.problems.append("queue failed: \(failure)")
+                break
+            }
+            guard report.served.count < requests else { break }
+            if kick.wait(timeout: .now() + patience) == .timedOut {
+                report.problems.append("no kick with \(report.served.count) of \(requests) served: a lost notification")
+                break
+            }
+        }
+        return report
+    }
+
+    /// The driver: keep the ring as full as its descriptors allow (two per
+    /// request), kick when the device asked, check replies in order, and
+    /// sleep for an interrupt when nothing is left to do.
+    static func runDriver(
+        _ driver: MockDriverQueue, queueSize: UInt16, buffers: [GuestAddress], kick: DispatchSemaphore,
+        interrupt: DispatchSemaphore
+    ) -> DriverReport {
+        var report = DriverReport()
+        var outstanding: [(head: UInt16, sequence: UInt32)] = []
+        var nextSequence: UInt32 = 0
+        var completed = 0
+        do {
+            while completed < requests {
+                let old = driver.availIndex
+                while Int(nextSequence) < requests, 2 * (outstanding.count + 1) <= Int(queueSize) {
+                    let first = Int(driver.nextDescriptor)
+                    let request = buffers[first], reply = buffers[(first + 1) % Int(queueSize)]
+                    try driver.memory.store(nextSequence, at: request)
+                    try driver.memory.store(UInt32.max, at: reply)
+                    let head = try driver.addChain([.readable(request, 4), .writable(reply, 4)])
+                    try driver.makeAvailable(head)
+                    outstanding.append((head, nextSequence))
+                    nextSequence += 1
+                }
+                if driver.availIndex != old, driver.kickNeeded(since: old) {
+                    report.kicks += 1
+                    kick.signal()
+                }
+                let used = try driver.takeUsed()
+                if used.isEmpty {
+                    if try driver.enableInterrupts() { continue }
+                    if interrupt.wait(timeout: .now() + patience) == .timedOut {
+                        report.problems.append("no interrupt with \(completed) of \(requests) complete: a lost notification")
+                        break
+                    }
+                    continue
+                }
+                for element in used {
+                    guard let expected = outstanding.first else {
+                        report.problems.append("used element \(element) with nothing outstanding")
+                        return report
+                    }
+                    outstanding.removeFirst()
+                    let reply = buffers[(Int(expected.head) + 1) % Int(queueSize)]
+                    let answer = try driver.memory.load(UInt32.self, at: reply)
+                    guard element == .init(id: UInt32(expected.head), length: 4),
+                          answer == Self.reply(to: expected.sequence)
+                    else {
+                        report.problems.append(
+                            "request \(expected.sequence) at head \(expected.head): used \(element), reply \(answer)")
+                        return report
+                    }
+                    report.completions[Int(expected.sequence)] += 1
+                    completed += 1
+                }
+            }
+        } catch {
+            report.problems.append("driver: \(error)")
+        }
+        return report
+    }
+
+}
+
+/// A thread started at once, from the caller, whose result can be awaited.
+/// Started from a task instead, it could wait behind other tests that block
+/// the cooperative threads, and its partner would time out.
+final class JoinableThread<Result: Sendable>: Sendable {
+    private let result = Mutex<Result?>(nil)
+    private let finished = DispatchSemaphore(value: 0)
+
+    init(_ body: @escaping @Sendable () -> Result) {
+        Thread { [self] in
+            let value = body()
+            result.withLock { $0 = value }
+            finished.signal()
+        }.start()
+    }
+
+    /// The thread's result, or nil if it has not finished by `deadline`.
+    func join(before deadline: DispatchTime) -> Result? {
+        guard finished.wait(timeout: deadline) == .success else { return nil }
+        return result.withLock { $0 }
+    }
+}
+
+/// Hands a value that is not Sendable to the one thread that uses it from
+/// then on.
+struct Handoff<Value>: @unchecked Sendable {
+    let value: Value
+    init(_ value: Value) { self.value = value }
+}
+
+/// The per-access checks behind ``SplitQueue/validate(_:memory:)``: a queue
+/// built without validation whose shared index fields are misaligned or
+/// outside guest RAM must stop with a ``SplitQueue/failure``, not crash.
+@Suite("split virtqueue: ring index checks")
+struct VirtioSplitQueueIndexCheckTests {
+    /// Which ring field is broken, and how the device first touches it.
+    struct Case: Sendable, CustomTestStringConvertible {
+        var name: String
+        var availableRing: UInt64 = 0x2000
+        var usedRing: UInt64 = 0x3000
+        /// Make one chain available and hand it back before checking.
+        var useOneChain = false
+        var expected: String
+
+        var testDescription: String { name }
+    }
+
+    static let size: UInt16 = 16
+    static let ramEnd: UInt64 = 1 << 20
+
+    static let cases: [Case] = [
+        Case(name: "avail.idx misaligned", availableRing: 0x2001, expected: "not 2-byte aligned"),
+        Case(name: "avail.idx outside RAM", availableRing: ramEnd, expected: "outside guest RAM"),
+        Case(name: "used.idx misaligned", usedRing: 0x3001, useOneChain: true, expected: "not 2-byte aligned"),
+        // used_event follows the ring entries, which still fit.
+        Case(name: "used_event outside RAM", availableRing: ramEnd - 4 - 2 * UInt64(size), useOneChain: true,
+             expected: "outside guest RAM"),
+        // avail_event follows the used elements, which still fit.
+        Case(name: "avail_event outside RAM", usedRing: ramEnd - 4 - 8 * UInt64(size), expected: "outside guest RAM"),
+        Case(name: "avail_event misaligned", usedRing: 0x3001, expected: "not 2-byte aligned"),
+    ]
+
+    @Test(arguments: cases)
+    func brokenIndexFailsTheQueue(_ broken: Case) throws {
+        let memory = try GuestMemory(regions: [(GuestAddress(0), Self.ramEnd)])
+        let layout = SplitQueue.Layout(
+            size: Self.size, descriptorTable: GuestAddress(0x1000),
+            availableRing: GuestAddress(broken.availableRing), usedRing: GuestAddress(broken.usedRing))
+        #expect(throws: SplitQueue.LayoutError.self) { try SplitQueue.validate(layout, memory: memory) }
+        let queue = SplitQueue(
+            memory: memory, unvalidated: layout, eventIndex: true, indirectDescriptors: false)
+        if broken.useOneChain {
+            // Descriptor 0: an 8-byte writable buffer; avail.idx 1.
+            try memory.store(UInt64(0x8_0000), at: GuestAddress(0x1000))
+            try memory.store(UInt32(8), at: GuestAddress(0x1008))
+            try memory.store(SplitQueue.DescriptorFlag.write, at: GuestAddress(0x100c))
+            try memory.store(UInt16(1), at: GuestAddress(broken.availableRing + 2))
+            let chain = try #require(queue.popAvailable())
+            queue.addUsed(head: chain.head, length: 8)
+        }
+        // With avail.idx unreadable this stops the queue, with EVENT_IDX on
+        // an empty ring it writes avail_event; afterwards it is a no-op.
+        #expect(queue.popAvailable() == nil)
+        #expect(!queue.needsNotification())
+        let failure = try #require(queue.failure)
+        #expect(failure.contains(broken.expected), "\(failure)")
+        #expect(queue.popAvailable() == nil)
     }
 }
