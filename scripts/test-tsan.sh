@@ -58,6 +58,10 @@ if ((${#filters[@]} == 0)); then
         '^SwiftVMTests\.VirtioTests/'
         '^SwiftVMTests\.ConsoleWatcherTests/'
         '^SwiftVMTests\.ConsoleEscapeTests/'
+        # The event loop, pause and resume, two VMs in one process, and a
+        # console nobody reads.
+        '^SwiftVMTests\.LibraryTests/'
+        '^SwiftVMTests\.StalledConsoleTests/stalledPipe'
         '^SwiftVMTests\.BootTests/(terminate|consoleInput)\('
         '^SwiftVMTests\.GuestDiagnosisTests/registersOnSIGUSR1\('
     )
