@@ -50,6 +50,27 @@ public final class I8042: BusDevice {
         data.storeBytes(of: value, as: UInt8.self)
     }
 
+    /// Presses Ctrl, Alt and Del on the keyboard (as Firecracker's
+    /// SendCtrlAltDel does): the guest's AT keyboard driver turns it into
+    /// ctrl_alt_del(), a reboot or a signal to init. The scancodes are set 2
+    /// (Ctrl 14, Alt 11, Del E0 71), or their set 1 translation (1D, 38,
+    /// E0 53) while the guest keeps the controller's translation on. Returns
+    /// false when the guest has the keyboard interrupt or the keyboard off,
+    /// or the queue has no room: then nothing reaches a driver.
+    @discardableResult
+    public func pressCtrlAltDel() -> Bool {
+        let (delivered, raise) = state.withLock { s -> (Bool, Bool) in
+            guard s.ctr & CTR.keyboardInterrupt != 0, s.ctr & CTR.keyboardDisabled == 0,
+                s.queue.count + 4 <= State.queueLimit
+            else { return (false, false) }
+            let codes: [UInt8] = s.ctr & CTR.translate != 0 ? [0x1d, 0x38, 0xe0, 0x53] : [0x14, 0x11, 0xe0, 0x71]
+            for code in codes { s.enqueue(code) }
+            return (true, s.updateLine())
+        }
+        if raise { interrupt.trigger() }
+        return delivered
+    }
+
     public func write(offset: UInt64, from data: UnsafeRawBufferPointer) {
         guard data.count == 1, offset == Port.data || offset == Port.statusCommand else { return }
         let value = data.load(as: UInt8.self)

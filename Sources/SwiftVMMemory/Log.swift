@@ -23,9 +23,15 @@ public enum Log {
 
     private static let threshold = Atomic<Int>(Level.info.rawValue)
 
+    /// Receives each line instead of standard error (a front end's logger).
+    public typealias Handler = @Sendable (Level, String) -> Void
+
     private struct Sink {
-        var fd: Int32 = 2
+        /// Standard error, reopened non-blocking on first use.
+        var fd: Int32?
         var budget = LogBudget(perSecond: 20)
+        var handler: Handler?
+        var lost = 0
     }
     private static let sink = Mutex(Sink())
 
@@ -38,6 +44,11 @@ public enum Log {
     /// Sends log lines to `fd` instead of standard error.
     public static func redirect(to fd: Int32) { sink.withLock { $0.fd = fd } }
 
+    /// Hands every line (without the "swiftvm: " prefix) to `handler` instead
+    /// of writing it; nil goes back to standard error. The rate limit on
+    /// warnings and debug lines still applies.
+    public static func setHandler(_ handler: Handler?) { sink.withLock { $0.handler = handler } }
+
     public static func isEnabled(_ level: Level) -> Bool { level.rawValue <= threshold.load(ordering: .relaxed) }
 
     public static func error(_ message: @autoclosure () -> String) { emit(.error, message) }
@@ -47,10 +58,7 @@ public enum Log {
 
     private static func emit(_ level: Level, _ message: () -> String) {
         guard isEnabled(level) else { return }
-        var line = "swiftvm: "
-        if level != .info { line += level.name + ": " }
-        line += message()
-        line += "\n"
+        let text = message()
         sink.withLock { sink in
             // Warnings and debug lines are what a guest can provoke at will.
             if level == .warning || level == .debug {
@@ -58,19 +66,54 @@ public enum Log {
                 clock_gettime(CLOCK_MONOTONIC, &now)
                 guard sink.budget.admit(atSecond: Int64(now.tv_sec)) else { return }
             }
-            if let note = sink.budget.takeDroppedNote() { line = note + line }
-            let fd = sink.fd
-            let bytes = Array(line.utf8)
-            bytes.withUnsafeBytes { buffer in
-                guard let base = buffer.baseAddress else { return }
-                var done = 0
-                while done < buffer.count {
-                    let written = write(fd, base + done, buffer.count - done)
-                    if written <= 0 { break }
+            let note = sink.budget.takeDroppedNote()
+            if let handler = sink.handler {
+                if let note { handler(.warning, note) }
+                handler(level, text)
+                return
+            }
+            var line = "swiftvm: "
+            if level != .info { line += level.name + ": " }
+            line += text + "\n"
+            if let note { line = "swiftvm: warning: " + note + "\n" + line }
+            if sink.lost > 0 {
+                line = "swiftvm: warning: \(sink.lost) log lines were lost (standard error was not being read)\n" + line
+                sink.lost = 0
+            }
+            let fd = sink.fd ?? Self.nonBlockingStandardError()
+            sink.fd = fd
+            // A line that would block is dropped and counted: a log line must
+            // never stop the thread that writes it (a vCPU, the event loop).
+            if !writeAll(Array(line.utf8), to: fd) { sink.lost += 1 }
+        }
+    }
+
+    private static func writeAll(_ bytes: [UInt8], to fd: Int32) -> Bool {
+        bytes.withUnsafeBytes { buffer in
+            guard let base = buffer.baseAddress else { return true }
+            var done = 0
+            while done < buffer.count {
+                let written = write(fd, base + done, buffer.count - done)
+                if written > 0 {
                     done += written
+                } else if written < 0 && errno == EINTR {
+                    continue
+                } else {
+                    return false
                 }
             }
+            return true
         }
+    }
+
+    /// Standard error as a descriptor of the VMM's own that never blocks: a
+    /// pipe, FIFO or terminal is reopened with O_NONBLOCK (setting the flag on
+    /// descriptor 2 would change it for the shell too); a file is used as is.
+    private static func nonBlockingStandardError() -> Int32 {
+        var info = stat()
+        guard fstat(2, &info) == 0, info.st_mode & S_IFMT == S_IFIFO || info.st_mode & S_IFMT == S_IFCHR else { return 2 }
+        let reopened = open("/proc/self/fd/2", O_WRONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY | O_APPEND)
+        return reopened >= 0 ? reopened : 2
     }
 }
 
@@ -103,6 +146,6 @@ public struct LogBudget: Sendable {
     public mutating func takeDroppedNote() -> String? {
         guard dropped > 0 else { return nil }
         defer { dropped = 0 }
-        return "swiftvm: warning: \(dropped) log lines were dropped (more than \(perSecond) a second)\n"
+        return "\(dropped) log lines were dropped (more than \(perSecond) a second)"
     }
 }

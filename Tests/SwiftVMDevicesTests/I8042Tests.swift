@@ -255,4 +255,23 @@ struct I8042Tests {
         withUnsafeMutableBytes(of: &wide) { f.controller.read(offset: 0, into: $0) }
         #expect(wide == 0xffff)
     }
+
+    @Test("Ctrl-Alt-Del arrives as set 1 scancodes while the guest translates, set 2 otherwise, with an interrupt")
+    func ctrlAltDel() {
+        let f = Fixture()
+        let before = f.irq.count
+        #expect(f.controller.pressCtrlAltDel())
+        #expect(f.irq.count == before + 1)
+        #expect(f.drain() == [0x1d, 0x38, 0xe0, 0x53])
+        // The guest turns translation off (CTR bit 6 clear): raw set 2.
+        f.command(0x60)
+        f.send(0x01 | 0x04)
+        #expect(f.controller.pressCtrlAltDel())
+        #expect(f.drain() == [0x14, 0x11, 0xe0, 0x71])
+        // With the keyboard interrupt off, nothing is queued.
+        f.command(0x60)
+        f.send(0x04)
+        #expect(!f.controller.pressCtrlAltDel())
+        #expect(f.drain() == [])
+    }
 }

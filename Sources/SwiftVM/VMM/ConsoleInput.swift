@@ -1,4 +1,5 @@
 import Glibc
+import Synchronization
 import SwiftVMDevices
 import SwiftVMHost
 
@@ -26,6 +27,10 @@ final class ConsoleInput: @unchecked Sendable {
     private var closed = false
     /// The input is a regular file or similar: always readable, not pollable.
     private var isFile = false
+    private let delivered = Mutex(0)
+
+    /// Bytes handed to the UART so far.
+    var bytesDelivered: Int { delivered.withLock { $0 } }
 
     init(fd: Int32, serial: Serial8250, resume: EventFD, escapes: Bool, onQuit: @escaping @Sendable () -> Void) {
         self.fd = fd
@@ -85,6 +90,7 @@ final class ConsoleInput: @unchecked Sendable {
         if !pending.isEmpty {
             let taken = serial.enqueueInput(pending)
             pending.removeFirst(taken)
+            delivered.withLock { $0 += taken }
         }
         let wanted = pending.isEmpty
         if isFile {

@@ -22,6 +22,10 @@ final class Machine: @unchecked Sendable {
     private let gate: PauseGate
     /// The kernel's symbol table, read at the first report that needs it.
     private let symbols = Mutex<KernelSymbols??>(nil)
+    /// Each vCPU's exits by reason.
+    let vcpuCounters: [DeviceCounters]
+    /// The console's input side, once started (it counts what the guest got).
+    private let consoleInput = Mutex<ConsoleInput?>(nil)
 
     enum Phase {
         case created
@@ -49,6 +53,7 @@ final class Machine: @unchecked Sendable {
         self.config = config
         self.mailbox = mailbox
         self.gate = gate
+        vcpuCounters = vcpus.map { _ in DeviceCounters(VCPURunner.Exit.self) }
     }
 
     static func build(_ config: VMConfig) throws(VMMError) -> Machine {
@@ -104,6 +109,9 @@ final class Machine: @unchecked Sendable {
 
     var runSeconds: Double { runDuration.withLock { $0 } }
 
+    /// Bytes the guest's UART received from the console input.
+    var consoleBytesIn: Int { consoleInput.withLock { $0?.bytesDelivered } ?? 0 }
+
     var isRunning: Bool {
         phase.withLock { if case .running = $0 { true } else { false } }
     }
@@ -128,10 +136,10 @@ final class Machine: @unchecked Sendable {
                     events.run { latch.finish(.vmmError($0)) }
                 }
             } catch { throw VMMError(.hostResource, "starting the event loop: \(error)") }
-            for vcpu in vcpus {
+            for (vcpu, counters) in zip(vcpus, vcpuCounters) {
                 let runner = VCPURunner(
                     vcpu: vcpu, portBus: devices.portBus, mmioBus: devices.mmioBus, memory: memory, latch: latch,
-                    mailbox: mailbox, gate: gate)
+                    mailbox: mailbox, gate: gate, counters: counters)
                 do {
                     threads.append(try HostThread.spawn(name: "swiftvm-vcpu\(vcpu.id)") { runner.run() })
                 } catch {
@@ -156,6 +164,7 @@ final class Machine: @unchecked Sendable {
                 fd: input.fd, serial: serial, resume: devices.serialInputResume, escapes: input.escapes,
                 onQuit: { latch.finish(.userQuit) })
             try console.attach(to: events)
+            consoleInput.withLock { $0 = console }
         }
         if let console = devices.console, let seconds = config.consoleSilenceWarningSeconds, seconds > 0 {
             let commandLine = config.guestCommandLine

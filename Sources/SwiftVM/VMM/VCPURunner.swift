@@ -1,4 +1,5 @@
 import Synchronization
+import SwiftVMDevices
 import SwiftVMHost
 import SwiftVMDevices
 import SwiftVMMemory
@@ -15,6 +16,15 @@ struct VCPURunner: Sendable {
     let latch: ExitLatch
     let mailbox: VCPUStateMailbox
     let gate: PauseGate
+    /// Exits by reason, for metrics.
+    let counters: DeviceCounters
+
+    enum Exit: String, CaseIterable {
+        case ioIn = "exit_io_in", ioOut = "exit_io_out", mmioRead = "exit_mmio_read", mmioWrite = "exit_mmio_write"
+        case halt = "exit_hlt", interrupted = "exit_interrupted", shutdown = "exit_shutdown"
+        case systemEvent = "exit_system_event", internalError = "exit_internal_error", failEntry = "exit_fail_entry"
+        case other = "exit_other"
+    }
 
     func run() {
         Signals.unblockVCPUKick()
@@ -35,6 +45,7 @@ struct VCPURunner: Sendable {
                 latch.finish(.vmmError("\(error)"))
                 return
             }
+            counters.add(Self.kind(of: exit))
             switch exit {
             case .io(let port, let isWrite, let data, let count):
                 let width = count > 0 ? data.count / count : 0
@@ -76,6 +87,20 @@ struct VCPURunner: Sendable {
         if !claimed, Log.isEnabled(.debug) {
             let hex = String(address, radix: 16)
             Log.debug("vCPU \(vcpu.id): \(isWrite ? "write to" : "read from") unclaimed \(space) 0x\(hex) (\(data.count) bytes)")
+        }
+    }
+
+    static func kind(of exit: VCPUExit) -> Exit {
+        switch exit {
+        case .io(_, let isWrite, _, _): isWrite ? .ioOut : .ioIn
+        case .mmio(_, let isWrite, _): isWrite ? .mmioWrite : .mmioRead
+        case .halt: .halt
+        case .interrupted: .interrupted
+        case .shutdown: .shutdown
+        case .systemEvent: .systemEvent
+        case .internalError: .internalError
+        case .failEntry: .failEntry
+        case .exception, .unknown: .other
         }
     }
 

@@ -32,7 +32,14 @@ public struct BlockDriveConfig: Sendable, Hashable {
 /// request format addresses 512-byte sectors whatever `blk_size` says. Host
 /// files with 4 KiB physical blocks still work; the host page cache absorbs
 /// the sub-block writes.
-public final class VirtioBlock: VirtioDevice {
+public final class VirtioBlock: VirtioDevice, DeviceCountersOwner {
+    /// What the device counts, for metrics.
+    public enum Counter: String, CaseIterable, Sendable {
+        case requests, reads = "read_requests", writes = "write_requests", flushes = "flush_requests"
+        case readBytes = "read_bytes", writeBytes = "write_bytes", errors
+    }
+    public let counters = DeviceCounters(Counter.self)
+
     /// Block feature bits (§5.2.3).
     public enum Feature {
         public static let segMax: UInt64 = 1 << 2
@@ -207,6 +214,25 @@ extension VirtioBlock {
     /// Performs `request`; returns its status and the data bytes it wrote
     /// into guest memory.
     func perform(_ request: Request, memory: GuestMemory, flushNegotiated: Bool) -> (UInt8, UInt64) {
+        let (status, written) = performUncounted(request, memory: memory, flushNegotiated: flushNegotiated)
+        counters.add(Counter.requests)
+        if status != RequestStatus.ok { counters.add(Counter.errors) }
+        switch request.type {
+        case RequestType.read:
+            counters.add(Counter.reads)
+            if status == RequestStatus.ok { counters.add(Counter.readBytes, written) }
+        case RequestType.write:
+            counters.add(Counter.writes)
+            if status == RequestStatus.ok { counters.add(Counter.writeBytes, Self.length(of: request.readableData)) }
+        case RequestType.flush:
+            counters.add(Counter.flushes)
+        default:
+            break
+        }
+        return (status, written)
+    }
+
+    private func performUncounted(_ request: Request, memory: GuestMemory, flushNegotiated: Bool) -> (UInt8, UInt64) {
         switch request.type {
         case RequestType.read:
             guard let offset = byteOffset(request, length: Self.length(of: request.writableData)) else {

@@ -4,7 +4,13 @@ import SwiftVMMemory
 /// A virtio entropy device (virtio 1.2 §5.4, device ID 4): one queue whose
 /// device-writable buffers the device fills with random bytes. It has no
 /// device-specific features and no config space.
-public final class VirtioRNG: VirtioDevice {
+public final class VirtioRNG: VirtioDevice, DeviceCountersOwner {
+    /// What the device counts, for metrics.
+    public enum Counter: String, CaseIterable, Sendable {
+        case requests, bytes, errors
+    }
+    public let counters = DeviceCounters(Counter.self)
+
     /// Fills the buffer with random bytes; returns false if it could not.
     public typealias EntropySource = @Sendable (UnsafeMutableRawBufferPointer) -> Bool
 
@@ -82,10 +88,13 @@ public final class VirtioRNG: VirtioDevice {
             }
             guard entropy(segment) else {
                 Log.warning("virtio-rng: the entropy source failed; request \(chain.head) gets \(written) bytes")
+                counters.add(Counter.errors)
                 break
             }
             written += segment.count
         }
+        counters.add(Counter.requests)
+        counters.add(Counter.bytes, UInt64(written))
         return UInt32(written)
     }
 }

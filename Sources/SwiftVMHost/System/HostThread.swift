@@ -36,6 +36,18 @@ public final class HostThread: @unchecked Sendable {
         return HostThread(handle: handle)
     }
 
+    /// The calling thread's name ("swiftvm-vcpu0", ...); "main" for threads
+    /// this package did not start.
+    public static var currentName: String {
+        var buffer = [CChar](repeating: 0, count: 32)
+        guard svm_get_thread_name(&buffer, UInt(buffer.count)) == 0 else { return "-" }
+        let name = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        // The first thread carries the executable's name (swiftvm, or the
+        // embedding program's); this package names every thread it starts
+        // with a "swiftvm-" prefix.
+        return name.hasPrefix("swiftvm-") || name.hasPrefix("NIO-") ? name : "main"
+    }
+
     /// Sends `signal` to this thread (used to kick a vCPU out of KVM_RUN).
     public func send(signal: Int32) {
         _ = pthread_kill(handle, signal)
