@@ -95,3 +95,51 @@ static inline int svm_sigrtmin(void) { return SIGRTMIN; }
 /// Names the calling thread (pthread_setname_np needs _GNU_SOURCE, which the
 /// Swift importer does not see).
 int svm_set_thread_name(const char *name);
+/// The calling thread's name (pthread_getname_np); 0 on success.
+int svm_get_thread_name(char *name, unsigned long size);
+
+// virtio-net / TAP: the tun driver's ioctls and flags (linux/if_tun.h), and
+// wrappers that fill `struct ifreq`, whose unions Swift cannot build.
+extern const unsigned long SVM_TUNSETIFF;
+extern const unsigned long SVM_TUNGETIFF;
+extern const unsigned long SVM_TUNGETFEATURES;
+extern const unsigned long SVM_TUNSETOFFLOAD;
+extern const unsigned long SVM_TUNSETVNETHDRSZ;
+extern const int SVM_IFF_TUN;
+extern const int SVM_IFF_TAP;
+extern const int SVM_IFF_NO_PI;
+extern const int SVM_IFF_VNET_HDR;
+extern const int SVM_IFF_MULTI_QUEUE;
+extern const unsigned int SVM_TUN_F_CSUM;
+extern const unsigned int SVM_TUN_F_TSO4;
+extern const unsigned int SVM_TUN_F_TSO6;
+extern const unsigned int SVM_TUN_F_UFO;
+/// Bytes of an interface name with its NUL (IFNAMSIZ).
+extern const int SVM_IFNAMSIZ;
+
+/// TUNSETIFF: attaches `fd` (an open /dev/net/tun) to interface `name` with
+/// `flags` (IFF_*). Returns ioctl's result; errno is kept.
+int svm_tun_set_iff(int fd, const char *name, int flags);
+/// TUNGETIFF: the attached interface's name (into `name`, `name_size`
+/// bytes, NUL-terminated) and flags. Returns ioctl's result; errno is kept.
+int svm_tun_get_iff(int fd, char *name, unsigned long name_size, int *flags);
+/// SIOCGIFFLAGS: the flags (IFF_UP, ...) of interface `name` in this
+/// network namespace. Returns 0, or -1 with errno set.
+int svm_interface_flags(const char *name, int *flags);
+extern const int SVM_IFF_UP;
+
+// vsock: the Unix-socket host side of the hybrid vsock device.
+/// accept4(listener, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC): a connection
+/// socket that is non-blocking and not inherited across exec from the start
+/// (accept4 needs _GNU_SOURCE, which the Swift importer does not see).
+/// Returns accept4's result; errno is kept.
+int svm_vsock_accept(int listener);
+
+// --- vCPU exit requests ------------------------------------------------------
+
+/// Sets kvm_run.immediate_exit with a sequentially consistent atomic store:
+/// another thread sets it to kick the vCPU and the vCPU's own thread clears
+/// it, so plain stores would race.
+static inline void svm_set_immediate_exit(struct kvm_run *run, unsigned char value) {
+    __atomic_store_n(&run->immediate_exit, value, __ATOMIC_SEQ_CST);
+}

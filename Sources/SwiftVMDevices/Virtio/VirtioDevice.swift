@@ -31,8 +31,11 @@ public struct VirtioStatus: OptionSet, Sendable, Hashable, CustomStringConvertib
 
 /// Device type identifiers (virtio 1.2 §5).
 public enum VirtioDeviceType {
+    public static let network: UInt32 = 1
     public static let block: UInt32 = 2
     public static let entropy: UInt32 = 4
+    public static let balloon: UInt32 = 5
+    public static let vsock: UInt32 = 19
 }
 
 /// What a device receives when the driver sets DRIVER_OK.

@@ -140,8 +140,11 @@ public final class VirtioMMIOTransport: BusDevice {
 
     private static func name(ofType type: UInt32) -> String {
         switch type {
+        case VirtioDeviceType.network: "virtio-net"
         case VirtioDeviceType.block: "virtio-blk"
         case VirtioDeviceType.entropy: "virtio-rng"
+        case VirtioDeviceType.balloon: "virtio-balloon"
+        case VirtioDeviceType.vsock: "virtio-vsock"
         default: "virtio-\(type)"
         }
     }
