@@ -139,6 +139,49 @@ public final class GuestMemory: @unchecked Sendable {
         let target = try checkedBytes(at: address, count: count)
         target.initializeMemory(as: UInt8.self, repeating: 0)
     }
+
+    /// The host's page size: what `discard(at:length:)` works in.
+    public static let hostPageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
+
+    /// Hands the host pages behind `[address, address + length)` back to the
+    /// host with `madvise(MADV_DONTNEED)`: the VMM's resident memory drops at
+    /// once, and the guest finds zeros there the next time it touches the
+    /// range (a private anonymous mapping refills with zero pages; KVM drops
+    /// its own mappings of them through its MMU notifier). The range must lie
+    /// in one RAM region and start and end on host page boundaries; nothing is
+    /// rounded, so a caller never discards more than it named.
+    public func discard(at address: GuestAddress, length: UInt64) throws(GuestMemoryDiscardError) {
+        guard let region = region(containing: address, length: length) else {
+            throw .outsideRAM(address: address, length: length)
+        }
+        let pointer = base + region.hostOffset + Int(address.rawValue - region.start.rawValue)
+        let page = Self.hostPageSize
+        guard Int(bitPattern: pointer) % page == 0, length % UInt64(page) == 0 else {
+            throw .misaligned(address: address, length: length, pageSize: page)
+        }
+        guard length > 0 else { return }
+        guard madvise(pointer, Int(length), MADV_DONTNEED) == 0 else {
+            throw .failed(address: address, length: length, errno: errno)
+        }
+    }
+}
+
+/// Why `GuestMemory.discard(at:length:)` left a range alone.
+public enum GuestMemoryDiscardError: Error, Equatable, Sendable, CustomStringConvertible {
+    case outsideRAM(address: GuestAddress, length: UInt64)
+    case misaligned(address: GuestAddress, length: UInt64, pageSize: Int)
+    case failed(address: GuestAddress, length: UInt64, errno: Int32)
+
+    public var description: String {
+        switch self {
+        case .outsideRAM(let address, let length):
+            "cannot discard \(length) bytes at \(address): the range is not inside one guest RAM region"
+        case .misaligned(let address, let length, let pageSize):
+            "cannot discard \(length) bytes at \(address): start and length must be multiples of the host page size (\(pageSize) bytes)"
+        case .failed(let address, let length, let errno):
+            "madvise(MADV_DONTNEED) of \(length) bytes at \(address) failed: " + String(cString: strerror(errno))
+        }
+    }
 }
 
 /// The host refused to map guest RAM.

@@ -19,6 +19,8 @@ struct DeviceWiring: @unchecked Sendable {
     private(set) var consoleOutput: ConsoleOutput?
     /// Watches the serial console for the signatures of a failed boot.
     private(set) var console: ConsoleWatcher?
+    /// The keyboard controller, through which the host sends Ctrl-Alt-Del.
+    private(set) var i8042: I8042?
     /// The virtio devices, each with the ioeventfd KVM signals on a queue notify.
     private(set) var virtio: [VirtioEndpoint] = []
     /// The balloon, which the VM's owner steers while the guest runs.
@@ -55,7 +57,8 @@ struct DeviceWiring: @unchecked Sendable {
             output: console,
             inputSpaceAvailable: { resume.signal() })
         let i8042 = I8042(interrupt: try interruptLine(gsi: X86Layout.i8042IRQ), onReset: { latch.finish(.reset) })
-        let bootTimer = BootTimer(onBoot: { _ in clock.report() })
+        let report = config.reportBootTime
+        let bootTimer = BootTimer(onBoot: { _ in if report { clock.report() } })
         do {
             try portBus.insert(serial, base: UInt64(X86Layout.com1Port), size: 8)
             try portBus.insert(i8042, base: UInt64(X86Layout.i8042DataPort), size: 5)
@@ -66,6 +69,7 @@ struct DeviceWiring: @unchecked Sendable {
             }
         } catch { throw VMMError(.internalError, "placing devices: \(error)") }
         self.serial = serial
+        self.i8042 = i8042
     }
 
     /// One virtio-mmio transport per slot: a window on the MMIO bus, an irqfd
