@@ -1,6 +1,7 @@
 import ArgumentParser
 import Glibc
 import SwiftVM
+import SwiftVMAPI
 import SwiftVMHost
 import SwiftVMMemory
 
@@ -42,6 +43,11 @@ struct SelfTestCommand: ParsableCommand {
             for scenario in SelfTest.scenarios {
                 for check in test.run(scenario) { report(check) }
             }
+            // The same guest booted by another swiftvm process through
+            // Firecracker's API socket, then through its config file.
+            if let executable = executablePath() {
+                for check in FirecrackerSelfTest.run(test, executable: executable) { report(check) }
+            }
             // What a Linux guest runs that this host's KVM may not.
             var notes: [String] = []
             for instruction in SelfTest.instructionProbes {
@@ -71,12 +77,15 @@ struct SelfTestCommand: ParsableCommand {
         return access(candidate, R_OK) == 0 ? candidate : nil
     }
 
-    private func executableDirectory() -> String? {
+    private func executablePath() -> String? {
         var buffer = [CChar](repeating: 0, count: 4096)
         let count = readlink("/proc/self/exe", &buffer, buffer.count - 1)
         guard count > 0 else { return nil }
-        let path = String(decoding: buffer.prefix(count).map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        guard let slash = path.lastIndex(of: "/") else { return nil }
+        return String(decoding: buffer.prefix(count).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    private func executableDirectory() -> String? {
+        guard let path = executablePath(), let slash = path.lastIndex(of: "/") else { return nil }
         return String(path[..<slash])
     }
 }

@@ -14,8 +14,10 @@ struct SwiftVMCommand: ParsableCommand {
         version: "0.1.0",
         subcommands: [
             RunCommand.self, SelfTestCommand.self, DumpTablesCommand.self, InspectCommand.self, CheckConfigCommand.self,
+            FirecrackerCommand.self,
         ],
-        defaultSubcommand: nil)
+        // Without a subcommand swiftvm behaves as Firecracker: --api-sock, --config-file, ...
+        defaultSubcommand: FirecrackerCommand.self)
 
     static func main() {
         BootClock.markProcessStart()

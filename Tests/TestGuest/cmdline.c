@@ -46,6 +46,7 @@ static void parse_mode(const char *v, uint64_t len, struct guest_params *p)
         { "insn", MODE_INSN },
         { "flood", MODE_FLOOD },
         { "ticker", MODE_TICKER },
+        { "keyboard", MODE_KEYBOARD },
     };
     for (unsigned i = 0; i < sizeof modes / sizeof modes[0]; i++) {
         if (word_is(v, len, modes[i].name)) {

@@ -10,6 +10,7 @@
 #include "idt.h"
 #include "initrd.h"
 #include "insn.h"
+#include "keyboard.h"
 #include "io.h"
 #include "memory.h"
 #include "mptable.h"
@@ -144,6 +145,9 @@ void main(uint64_t zero_page)
         break;
     case MODE_TICKER:
         run_ticker();
+        break;
+    case MODE_KEYBOARD:
+        run_keyboard();
         break;
     case MODE_RESET:
     case MODE_SILENT:

@@ -22,8 +22,11 @@ public struct VMConfig: Sendable {
     /// A CPU template file (Firecracker's custom template JSON) applied on top
     /// of the normalized host CPUID and MSRs.
     public var cpuTemplatePath: String?
-    /// The template the machine applies: read from `cpuTemplatePath` when the
-    /// machine is built.
+    /// A CPU template given as JSON text instead of a file (the API's
+    /// `PUT /cpu-config`); used when `cpuTemplatePath` is nil.
+    public var cpuTemplateJSON: [UInt8]?
+    /// The template the machine applies: read from `cpuTemplatePath` or
+    /// `cpuTemplateJSON` when the machine is built.
     var cpuTemplate: CPUTemplate?
     /// The KVM device to use.
     public var kvmPath: String
@@ -49,6 +52,9 @@ public struct VMConfig: Sendable {
     /// Console output held for a destination that does not keep up; more is
     /// dropped and counted.
     public var consoleBufferBytes: Int = 256 * 1024
+    /// Log `Guest-boot-time = ...` when the guest writes the boot-timer byte
+    /// (always with `swiftvm run`; with Firecracker's `--boot-timer` otherwise).
+    public var reportBootTime = true
 
     /// Where the guest's console output goes. Output passes through a bounded
     /// buffer drained by the VMM's event loop: a destination that stops

@@ -20,6 +20,20 @@ public struct SelfTest: Sendable {
         public var extraCommandLine: String = ""
 
         public enum ExpectedExit: Sendable { case reset, tripleFault }
+
+        public init(
+            name: String, vcpus: Int, memoryMiB: Int, mode: String, expectedExit: ExpectedExit, acpi: Bool = true,
+            drives: [TestDrive] = [], extraCommandLine: String = ""
+        ) {
+            self.name = name
+            self.vcpus = vcpus
+            self.memoryMiB = memoryMiB
+            self.mode = mode
+            self.expectedExit = expectedExit
+            self.acpi = acpi
+            self.drives = drives
+            self.extraCommandLine = extraCommandLine
+        }
     }
 
     /// A drive the guest reads and writes, made from the pattern the test
@@ -28,6 +42,11 @@ public struct SelfTest: Sendable {
         public enum Kind: String, Sendable { case rw, ro, wb }
         public var kind: Kind
         public var engine: DriveConfig.IOEngine = .sync
+
+        public init(kind: Kind, engine: DriveConfig.IOEngine = .sync) {
+            self.kind = kind
+            self.engine = engine
+        }
     }
 
     /// One line of the report.

@@ -40,6 +40,10 @@ public final class MicroVM: Sendable {
                     error.exitCode == ExitStatus.missingInput ? .missingFile(path: path) : .badCPUTemplate(path: path)
                 throw VMMError(kind, error.description)
             }
+        } else if let json = config.cpuTemplateJSON {
+            do { config.cpuTemplate = try CPUTemplateFile.parse(json, source: "cpu-config") } catch {
+                throw VMMError(.badCPUTemplate(path: "cpu-config"), error.description)
+            }
         }
         self.config = config
         machine = try Machine.build(config)
@@ -92,6 +96,20 @@ public final class MicroVM: Sendable {
     /// Lets a paused VM run again.
     public func resume() {
         machine.resume()
+    }
+
+    /// Presses Ctrl-Alt-Del on the guest's keyboard (Firecracker's
+    /// SendCtrlAltDel): a guest with i8042 and AT keyboard drivers reboots or
+    /// tells its init, which shuts down. Throws when the VM is not running or
+    /// the guest has not enabled its keyboard (no driver to receive it).
+    public func sendCtrlAltDel() throws(VMMError) {
+        guard state == .running || state == .paused else {
+            throw VMMError(.usage, "the VM is not running, so it cannot receive Ctrl-Alt-Del")
+        }
+        guard machine.devices.i8042?.pressCtrlAltDel() == true else {
+            throw VMMError(.usage, "the guest has not enabled its keyboard (no i8042 and AT keyboard driver, "
+                + "CONFIG_SERIO_I8042 and CONFIG_KEYBOARD_ATKBD), so Ctrl-Alt-Del cannot reach it")
+        }
     }
 
     public var state: State {
