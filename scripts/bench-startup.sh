@@ -12,7 +12,9 @@
 #   boot ms    swiftvm's own Guest-boot-time line (VMM start to the guest's write)
 #   rss        peak resident memory, split into private memory (beyond the
 #              guest RAM the run touched) and file-backed code shared by all VMMs
-# and how many microVMs two parallel streams start and stop per second.
+# and how many microVMs two parallel streams start and stop per second; then
+# the same guest started through Firecracker's API (scripts/lib/bench-api.py):
+# exec to a listening socket, and InstanceStart to the guest's first write.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-50}
@@ -60,3 +62,11 @@ done
 wait
 end=$(date +%s.%N)
 awk -v n=$count -v s="$start" -v e="$end" 'BEGIN { printf "  rate      %.0f microVMs started and stopped per second (2 parallel streams, %d VMs)\n", n / (e - s), n }'
+
+# The same guest through Firecracker's interface: exec to a listening API
+# socket, and InstanceStart to the guest's first write, as a client sees them.
+if command -v python3 >/dev/null; then
+  python3 scripts/lib/bench-api.py "$bin/swiftvm" "$guest" "$(( runs < 20 ? runs : 20 ))"
+else
+  echo "NOTE the API figures need python3"
+fi

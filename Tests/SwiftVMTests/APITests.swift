@@ -377,6 +377,44 @@ struct APITests {
         #expect(vmm.stdout.contains("PASS virtio-balloon0"), "stdout: \(vmm.stdout)")
     }
 
+    @Test("PATCH /drives before boot changes the image; after boot a new path is refused by name, an empty update is fine")
+    func patchDrive() throws {
+        let vmm = try FirecrackerProcessUnderTest()
+        let api = try Self.configured(vmm)
+        let first = vmm.path("first.img")
+        let second = vmm.path("second.img")
+        FileManager.default.createFile(atPath: first, contents: Data(count: 1 << 20))
+        FileManager.default.createFile(atPath: second, contents: Data(count: 1 << 20))
+        #expect(try api.request("PATCH", "/drives/data", body: "{\"drive_id\": \"data\", \"path_on_host\": \"\(second)\"}").fault
+            .contains("PUT /drives/data first"))
+        #expect(try api.request("PUT", "/drives/data", body: """
+            {"drive_id": "data", "path_on_host": "\(first)", "is_root_device": false, "is_read_only": true}
+            """).status == 204)
+        #expect(try api.request("PATCH", "/drives/data", body: "{\"drive_id\": \"data\", \"path_on_host\": \"\(second)\"}").status == 204)
+        let drives = try api.request("GET", "/vm/config").json["drives"] as? [[String: Any]]
+        #expect(drives?.first?["path_on_host"] as? String == second)
+        #expect(try api.request("PATCH", "/network-interfaces/eth0", body: #"{"iface_id": "eth0"}"#).fault.contains("does not exist"))
+        #expect(try api.request("PUT", "/actions", body: #"{"action_type": "InstanceStart"}"#).status == 204)
+        #expect(try api.request("PATCH", "/drives/data", body: "{\"drive_id\": \"data\", \"path_on_host\": \"\(first)\"}").fault
+            .contains("path_on_host"))
+        #expect(try api.request("PATCH", "/drives/data", body: #"{"drive_id": "data"}"#).status == 204)
+    }
+
+    @Test("PUT /vsock: the socket appears at uds_path when the microVM starts, takes host connections, and is removed when the process ends")
+    func vsock() throws {
+        let vmm = try FirecrackerProcessUnderTest()
+        let api = try Self.configured(vmm)
+        let uds = vmm.path("v.sock")
+        #expect(try api.request("PUT", "/vsock", body: "{\"guest_cid\": 3, \"uds_path\": \"\(uds)\"}").status == 204)
+        #expect((try api.request("GET", "/vm/config").json["vsock"] as? [String: Any])?["guest_cid"] as? Int == 3)
+        #expect(!FileManager.default.fileExists(atPath: uds), "nothing listens before InstanceStart")
+        #expect(try api.request("PUT", "/actions", body: #"{"action_type": "InstanceStart"}"#).status == 204)
+        #expect(FirecrackerProcessUnderTest.accepts(uds), "a host program can connect to \(uds)")
+        kill(vmm.process.processIdentifier, SIGTERM)
+        #expect(vmm.exitStatus(within: 10) == 128 + SIGTERM)
+        #expect(!FileManager.default.fileExists(atPath: uds), "the socket file goes with the process")
+    }
+
     @Test("a start that fails (a network interface whose TAP does not exist) is a 400 naming the TAP, and the VMM can be reconfigured")
     func failedStart() throws {
         let vmm = try FirecrackerProcessUnderTest()
