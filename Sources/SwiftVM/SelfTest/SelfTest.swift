@@ -61,7 +61,21 @@ public struct SelfTest: Sendable {
             self.detail = detail
         }
 
-        public var line: String { passed ? "PASS \(name)" + (detail.isEmpty ? "" : ": \(detail)") : "FAIL \(name): \(detail)" }
+        /// The check could not run on this host (a tool or privilege it
+        /// needs is missing): neither passed nor failed; `detail` says why.
+        public var skipped = false
+
+        /// A check that could not run here, and why.
+        public static func skip(_ name: String, because reason: String) -> Check {
+            var check = Check(name: name, passed: false, detail: reason)
+            check.skipped = true
+            return check
+        }
+
+        public var line: String {
+            if skipped { return "SKIP \(name): \(detail)" }
+            return passed ? "PASS \(name)" + (detail.isEmpty ? "" : ": \(detail)") : "FAIL \(name): \(detail)"
+        }
     }
 
     public static let scenarios: [Scenario] = [
