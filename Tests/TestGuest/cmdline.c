@@ -47,6 +47,7 @@ static void parse_mode(const char *v, uint64_t len, struct guest_params *p)
         { "flood", MODE_FLOOD },
         { "ticker", MODE_TICKER },
         { "keyboard", MODE_KEYBOARD },
+        { "netbench", MODE_NETBENCH },
     };
     for (unsigned i = 0; i < sizeof modes / sizeof modes[0]; i++) {
         if (word_is(v, len, modes[i].name)) {
@@ -115,9 +116,18 @@ static void parse_bench(const char *v, uint64_t len, struct guest_params *p)
         { "seqwrite", BENCH_SEQWRITE },
         { "randwrite", BENCH_RANDWRITE },
     };
+    static const struct { const char *name; enum net_bench_kind kind; } net_kinds[] = {
+        { "net-tx", NET_BENCH_NET_TX },
+        { "net-rx", NET_BENCH_NET_RX },
+        { "vsock-tx", NET_BENCH_VSOCK_TX },
+        { "vsock-rx", NET_BENCH_VSOCK_RX },
+    };
     for (unsigned i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
         if (word_is(v, len, kinds[i].name))
             p->bench = kinds[i].kind;
+    for (unsigned i = 0; i < sizeof net_kinds / sizeof net_kinds[0]; i++)
+        if (word_is(v, len, net_kinds[i].name))
+            p->net_bench = net_kinds[i].kind;
 }
 
 static void parse_word(const char *w, uint64_t len, struct guest_params *p)
@@ -140,6 +150,8 @@ static void parse_word(const char *w, uint64_t len, struct guest_params *p)
         parse_bench(v, vlen, p);
     else if ((v = value_of(w, len, "testguest.bench_mib=", &vlen)))
         parse_u64(v, vlen, &p->bench_mib);
+    else if ((v = value_of(w, len, "testguest.bench_frame=", &vlen)))
+        parse_u64(v, vlen, &p->bench_frame);
     else if ((v = value_of(w, len, "testguest.insn=", &vlen))) {
         p->insn = v;
         p->insn_len = vlen;
@@ -159,6 +171,8 @@ void cmdline_parse(const char *cmdline, struct guest_params *p)
     p->finish = FINISH_RESET;
     p->bench = BENCH_SEQREAD;
     p->bench_mib = 8;
+    p->net_bench = NET_BENCH_NET_TX;
+    p->bench_frame = 0;
     p->insn = 0;
     p->insn_len = 0;
     if (!cmdline)

@@ -4,10 +4,13 @@
 
 #include <stdint.h>
 
-enum guest_mode { MODE_SELFTEST, MODE_ECHO, MODE_TRIPLEFAULT, MODE_SPIN, MODE_RESET, MODE_BLKBENCH, MODE_SILENT, MODE_INSN, MODE_FLOOD, MODE_TICKER, MODE_KEYBOARD };
+enum guest_mode { MODE_SELFTEST, MODE_ECHO, MODE_TRIPLEFAULT, MODE_SPIN, MODE_RESET, MODE_BLKBENCH, MODE_SILENT, MODE_INSN, MODE_FLOOD, MODE_TICKER, MODE_KEYBOARD, MODE_NETBENCH };
 
 /* The block workload of blkbench mode. */
 enum bench_kind { BENCH_SEQREAD, BENCH_RANDREAD, BENCH_SEQWRITE, BENCH_RANDWRITE };
+
+/* The workload of netbench mode (the same testguest.bench= word). */
+enum net_bench_kind { NET_BENCH_NET_TX, NET_BENCH_NET_RX, NET_BENCH_VSOCK_TX, NET_BENCH_VSOCK_RX };
 
 /* What testguest.acpi= says the VMM did. */
 enum acpi_expect { ACPI_UNKNOWN, ACPI_ON, ACPI_OFF };
@@ -35,6 +38,8 @@ struct guest_params {
     enum guest_finish finish;
     enum bench_kind bench;
     uint64_t bench_mib; /* bytes the workload moves, in MiB */
+    enum net_bench_kind net_bench;
+    uint64_t bench_frame; /* netbench: bytes per frame or packet payload; 0: the workload's default */
     const char *insn;   /* testguest.insn=: the instruction insn mode runs */
     uint64_t insn_len;
 };

@@ -14,6 +14,7 @@
 #include "io.h"
 #include "memory.h"
 #include "mptable.h"
+#include "netbench.h"
 #include "paging.h"
 #include "platform.h"
 #include "print.h"
@@ -136,6 +137,9 @@ void main(uint64_t zero_page)
         break;
     case MODE_BLKBENCH:
         run_blkbench(&params);
+        break;
+    case MODE_NETBENCH:
+        run_netbench(&params);
         break;
     case MODE_INSN:
         run_insn(&params);
