@@ -12,7 +12,8 @@ struct CheckConfigCommand: ParsableCommand {
             built by scripts/build-kernel.sh, or /proc/config.gz unpacked) and reports every option \
             that would leave the guest silent, without its disk or devices, deaf to the host's Ctrl-Alt-Del, or \
             unbootable, with the line to use instead. Exits 0 when there are no errors (warnings \
-            are allowed) and 65 when there are.
+            are allowed) and 65 when there are, or when the file is larger than 16 MiB (it is read \
+            whole or not at all); 66 when it cannot be read.
             """)
 
     /// A .config is a few hundred KiB; anything near this is the wrong file.
@@ -67,18 +68,20 @@ func report(_ findings: [KernelConfigFinding], for path: GuestPath, source: Stri
     if errors { throw ExitCode(ExitStatus.badInput) }
 }
 
-/// Opens `path` for reading; a file that cannot be opened ends the command
-/// with FileImage's message and exit status (66 missing, 65 unusable).
-func openInput(_ path: String, role: String) throws -> FileImage {
-    do { return try FileImage(path: path, role: role) } catch {
+/// Opens `path` for reading; a file that cannot be opened, or is not one of
+/// `kinds` (a FIFO, a directory), ends the command with FileImage's message
+/// and exit status (66 missing or not a file, 65 unusable).
+func openInput(_ path: String, role: String, accepting kinds: InputFileKinds) throws -> FileImage {
+    do { return try FileImage(path: path, role: role, accepting: kinds) } catch {
         Log.error(error.description)
         throw ExitCode(error.exitCode)
     }
 }
 
-/// Reads all of a text file of at most `limit` bytes; a larger one is an error, not a truncated read.
+/// Reads all of a text file (or a pipe, `<(zcat /proc/config.gz)`) of at most
+/// `limit` bytes; a larger one is an error, not a truncated read.
 func readTextFile(_ path: String, role: String, limit: Int) throws -> String {
-    let file = try openInput(path, role: role)
+    let file = try openInput(path, role: role, accepting: [.regularFile, .pipe])
     do { return String(decoding: try file.readAll(limit: limit), as: UTF8.self) } catch {
         Log.error(error.description)
         throw ExitCode(error.exitCode)

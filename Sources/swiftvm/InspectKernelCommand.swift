@@ -12,8 +12,9 @@ struct InspectKernelCommand: ParsableCommand {
             file), prints its header fields and its "Linux version" banner, and says whether \
             swiftvm boots it on x86_64 and on aarch64 and what to pass instead. A kernel built with \
             CONFIG_IKCONFIG carries its .config; it is decompressed and checked as `swiftvm \
-            check-config` would. Exits 0 when the kernel is usable on --arch (and its embedded \
-            config, if any, has no errors), 65 otherwise.
+            check-config` would. A compressed file is looked into, at most 4 layers deep and 64 MiB \
+            decompressed in all. Exits 0 when the kernel is usable on --arch (and its embedded \
+            config, if any, has no errors), 65 otherwise, 66 when the file cannot be read.
             """)
 
     @Argument(help: "The kernel file: vmlinux, bzImage, Image, ...")
@@ -23,14 +24,11 @@ struct InspectKernelCommand: ParsableCommand {
 
     func run() throws {
         // Read with pread: a large vmlinux is not read whole just to check its headers.
-        let image = try openInput(file, role: "kernel")
+        let image = try openInput(file, role: "kernel", accepting: .regularFile)
         let inspection = KernelInspection.inspect(image)
         print("\(file): \(inspection.format)")
         printFacts(inspection, indent: "  ")
-        for inner in inspection.contents {
-            print("  contains \(inner.format)")
-            printFacts(inner, indent: "    ")
-        }
+        printContents(of: inspection, indent: "  ")
         let asked = path.arch
         for arch in KernelArchitecture.allCases {
             if let problem = inspection.problems[arch] {
@@ -56,6 +54,16 @@ struct InspectKernelCommand: ParsableCommand {
             print("embedded config: none (built without CONFIG_IKCONFIG); check the build's .config with `swiftvm check-config`")
         }
         if !usable { throw ExitCode(ExitStatus.badInput) }
+    }
+
+    /// What a compressed file holds, layer by layer (at most
+    /// `KernelInspection.maxCompressionLayers` deep, so this ends).
+    private func printContents(of inspection: KernelInspection, indent: String) {
+        for inner in inspection.contents {
+            print("\(indent)contains \(inner.format)")
+            printFacts(inner, indent: indent + "  ")
+            printContents(of: inner, indent: indent + "  ")
+        }
     }
 
     private func printFacts(_ inspection: KernelInspection, indent: String) {

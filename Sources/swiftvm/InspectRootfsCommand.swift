@@ -16,7 +16,8 @@ struct InspectRootfsCommand: ParsableCommand {
             then each path the kernel tries as init (init=, /sbin/init, /etc/init, /bin/init, /bin/sh), \
             following symbolic links and #! interpreters, then /dev, /proc and /sys. Exit status 0 when \
             the kernel would start an init, 65 when it would panic or the image is not a usable ext \
-            file system.
+            file system, 66 when the file cannot be read, 75 when the check ran out of its work limit \
+            before it could decide (swiftvm run then boots the image with a warning).
             """)
 
     enum Architecture: String, ExpressibleByArgument, CaseIterable {
@@ -40,7 +41,7 @@ struct InspectRootfsCommand: ParsableCommand {
     var arch: Architecture = .x86_64
 
     func run() throws {
-        let image = try openInput(file, role: "root file system image")
+        let image = try openInput(file, role: "root file system image", accepting: [.regularFile, .blockDevice])
         var usable = true
         let findings = DiskImageProbe.rootFindings(image, path: file, hasPartUUID: false)
         let reader: Ext4Reader
@@ -63,6 +64,9 @@ struct InspectRootfsCommand: ParsableCommand {
 
         if !usable {
             print("verdict: the kernel cannot mount this image as its root file system (see the errors above)")
+        } else if let reason = report.undecidedReason {
+            print("verdict: cannot decide whether the kernel will find an init: \(reason)")
+            throw ExitCode(ExitStatus.undecided)
         } else if let chosen = report.chosen {
             print("verdict: the kernel will run \(chosen) as PID 1")
         } else {
@@ -101,6 +105,7 @@ struct InspectRootfsCommand: ParsableCommand {
             case (true, .runs): state = "RUNS"
             case (true, .missing): state = "missing"
             case (true, .fails): state = "fails"
+            case (true, .undecided): state = "not decided"
             }
             // A missing path needs no detail beyond its state.
             let detail = state == "missing" && candidate.detail == "missing" ? "" : ": " + candidate.detail
@@ -114,7 +119,7 @@ struct InspectRootfsCommand: ParsableCommand {
     private func printMountPoints(_ report: InitReport) {
         print("mount points:")
         for point in report.mountPoints {
-            let state = point.present ? "ok" : point.required ? "warning" : "note"
+            let state = !point.checked ? "not checked" : point.present ? "ok" : point.required ? "warning" : "note"
             print("  \(point.path.padding(to: 6)) \(state): \(point.detail)")
         }
         for warning in report.warnings where !report.mountPoints.contains(where: { "\($0.path): \($0.detail)" == warning }) {

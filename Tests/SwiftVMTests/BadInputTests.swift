@@ -104,8 +104,8 @@ struct BadInputTests {
         #expect(emptyOutcome.stderr.contains("empty"))
 
         let directory = try Self.run(kernel: NSTemporaryDirectory())
-        #expect(directory.status == 65)
-        #expect(directory.stderr.contains("is a directory"))
+        #expect(directory.status == 66)
+        #expect(directory.stderr.contains("is a directory; give a regular file"))
 
         let missing = try Self.run(kernel: "/nonexistent/vmlinux")
         #expect(missing.status == 66)
@@ -160,5 +160,148 @@ struct BadInputTests {
         #expect(outcome.status == 69)
         #expect(outcome.stderr.contains("/nonexistent/kvm does not exist"))
         #expect(outcome.stderr.contains("kvm_intel"))
+    }
+
+    /// A FIFO with no writer, in a fresh directory; removed with it.
+    static func makeFIFO() throws -> (fifo: String, directory: String) {
+        let directory = NSTemporaryDirectory() + "swiftvm-fifo-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let fifo = directory + "/input"
+        try #require(mkfifo(fifo, 0o600) == 0)
+        return (fifo, directory)
+    }
+
+    @Test("a FIFO given as any input file is refused at once (exit 66), never waited on", arguments: [
+        ["run", "--kernel", "FIFO"],
+        ["run", "--kernel", "GUEST", "--initrd", "FIFO"],
+        ["run", "--kernel", "GUEST", "--cpu-template", "FIFO"],
+        ["run", "--kernel", "GUEST", "--rootfs", "FIFO"],
+        ["run", "--kernel", "GUEST", "--drive", "id=data,path=FIFO"],
+        ["run", "--kernel", "GUEST", "--drive", "id=data,path=FIFO,ro,engine=async"],
+        ["inspect", "kernel", "FIFO"],
+        ["inspect", "rootfs", "FIFO"],
+        ["check-config", "FIFO"],
+    ])
+    func fifoInput(template: [String]) throws {
+        // Before: open(2) without O_NONBLOCK waited for a writer forever.
+        let guest = try #require(SwiftVMProcess.testGuest, "the test guest did not build")
+        let (fifo, directory) = try Self.makeFIFO()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        var arguments = template.map { $0.replacingOccurrences(of: "FIFO", with: fifo).replacingOccurrences(of: "GUEST", with: guest) }
+        // Were the FIFO accepted, nothing would boot: the status would say 69.
+        if arguments[0] == "run" { arguments += ["--no-console-input", "--kvm-device", "/nonexistent/kvm"] }
+        let outcome = try SwiftVMProcess.run(arguments, timeout: 15)
+        #expect(!outcome.timedOut, "swiftvm waited on the FIFO")
+        #expect(outcome.status == 66, "stderr: \(outcome.stderr)")
+        #expect(outcome.stderr.contains("\(fifo)) is a FIFO (named pipe); give a regular file or a block device")
+            || outcome.stderr.contains("\(fifo) is a FIFO (named pipe); give a regular file"), "stderr: \(outcome.stderr)")
+    }
+
+    @Test("a directory or a symbolic link loop as the kernel: exit 66 from run and from inspect alike", arguments: ["directory", "loop"])
+    func unreadableKernelAgrees(kind: String) throws {
+        let directory = NSTemporaryDirectory() + "swiftvm-kernel-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        var kernel = directory
+        if kind == "loop" {
+            kernel = directory + "/a"
+            try FileManager.default.createSymbolicLink(atPath: directory + "/a", withDestinationPath: directory + "/b")
+            try FileManager.default.createSymbolicLink(atPath: directory + "/b", withDestinationPath: directory + "/a")
+        }
+        let run = try Self.run(kernel: kernel, ["--kvm-device", "/nonexistent/kvm"])
+        let inspect = try SwiftVMProcess.run(["inspect", "kernel", kernel])
+        #expect(run.status == 66, "run: \(run.stderr)")
+        #expect(inspect.status == 66, "inspect: \(inspect.stderr)")
+        let expected = kind == "loop" ? "Too many levels of symbolic links" : "is a directory; give a regular file"
+        #expect(run.stderr.contains(expected) && inspect.stderr.contains(expected), "\(run.stderr)\n\(inspect.stderr)")
+    }
+
+    @Test("an empty initrd is an unusable input file: exit 65")
+    func emptyInitrd() throws {
+        let guest = try #require(SwiftVMProcess.testGuest, "the test guest did not build")
+        let empty = try SwiftVMProcess.temporaryFile([], name: "initrd")
+        defer { unlink(empty) }
+        let outcome = try Self.run(kernel: guest, ["--initrd", empty, "--kvm-device", "/nonexistent/kvm"])
+        #expect(outcome.status == 65, "stderr: \(outcome.stderr)")
+        #expect(outcome.stderr.contains("the initrd file is empty"))
+    }
+
+    @Test("a drive that cannot be opened exits 66 like a missing file, and says how to fix it")
+    func unopenableDrive() throws {
+        let guest = try #require(SwiftVMProcess.testGuest, "the test guest did not build")
+        let image = try SwiftVMProcess.temporaryFile([UInt8](repeating: 0, count: 65536), name: "drive.img")
+        defer { unlink(image) }
+        // ENOTDIR: a path through a regular file.
+        let through = try Self.run(kernel: guest, ["--drive", "id=data,path=\(image)/x", "--kvm-device", "/nonexistent/kvm"])
+        #expect(through.status == 66, "stderr: \(through.stderr)")
+        #expect(through.stderr.contains("cannot open drive data (\(image)/x): Not a directory"))
+
+        // EACCES: root opens any file, so as root the check runs as nobody (setpriv).
+        try #require(chmod(image, 0) == 0)
+        var launcher: [String] = []
+        if geteuid() == 0 {
+            guard let setpriv = ["/usr/bin/setpriv", "/bin/setpriv"].first(where: { FileManager.default.isExecutableFile(atPath: $0) })
+            else { return }
+            launcher = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
+        }
+        let denied = try Self.launch(launcher, [
+            "run", "--kernel", guest, "--drive", "id=data,path=\(image)", "--no-console-input", "--kvm-device", "/nonexistent/kvm",
+        ])
+        #expect(denied.status == 66, "stderr: \(denied.stderr)")
+        #expect(denied.stderr.contains("cannot open drive data (\(image)): Permission denied; attach it read-only (ro) or fix its permissions"),
+            "stderr: \(denied.stderr)")
+    }
+
+    /// Runs swiftvm through `launcher` (empty: directly); returns its status and standard error.
+    static func launch(_ launcher: [String], _ arguments: [String]) throws -> (status: Int32, stderr: String) {
+        let binary = try #require(SwiftVMProcess.binary, "the swiftvm executable was not built next to the tests")
+        let process = Process()
+        let errors = Pipe()
+        let command = launcher + [binary] + arguments
+        process.executableURL = URL(fileURLWithPath: command[0])
+        process.arguments = Array(command.dropFirst())
+        process.standardInput = FileHandle.nullDevice
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = errors
+        try process.run()
+        let data = errors.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+    }
+
+    @Test("one image given to two drives is named up front with both ids (exit 64), not blamed on another process", arguments: [
+        "two-drives", "rootfs-and-drive", "through-a-link",
+    ])
+    func sameImageTwice(how: String) throws {
+        let guest = try #require(SwiftVMProcess.testGuest, "the test guest did not build")
+        let image = try SwiftVMProcess.temporaryFile([UInt8](repeating: 0, count: 1 << 20), name: "disk.img")
+        let link = image + ".link"
+        try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: image)
+        defer {
+            unlink(image)
+            unlink(link)
+        }
+        let drives: [String]
+        let ids: String
+        switch how {
+        case "two-drives": (drives, ids) = (["--drive", "id=a,path=\(image)", "--drive", "id=b,path=\(image),ro"], "ids a and b")
+        case "rootfs-and-drive": (drives, ids) = (["--rootfs", image, "--drive", "id=data,path=\(image)"], "ids rootfs and data")
+        default: (drives, ids) = (["--drive", "id=a,path=\(image)", "--drive", "id=b,path=\(link)"], "ids a and b")
+        }
+        let outcome = try Self.run(kernel: guest, drives + ["--kvm-device", "/nonexistent/kvm"])
+        #expect(outcome.status == 64, "stderr: \(outcome.stderr)")
+        #expect(outcome.stderr.contains("the same image is given twice (\(ids))"), "stderr: \(outcome.stderr)")
+        #expect(!outcome.stderr.contains("in use by another process"))
+    }
+
+    @Test("the same image attached read-only twice is allowed: no writer, no corruption")
+    func sameImageReadOnly() throws {
+        let guest = try #require(SwiftVMProcess.testGuest, "the test guest did not build")
+        let image = try SwiftVMProcess.temporaryFile([UInt8](repeating: 0, count: 1 << 20), name: "disk.img")
+        defer { unlink(image) }
+        let outcome = try Self.run(kernel: guest, [
+            "--drive", "id=a,path=\(image),ro", "--drive", "id=b,path=\(image),ro", "--kvm-device", "/nonexistent/kvm",
+        ])
+        #expect(outcome.status == 69, "stderr: \(outcome.stderr)")
     }
 }

@@ -100,7 +100,8 @@ struct LibraryTests {
             return nil
         }
         #expect(kind(VMConfig(kernelPath: "/nonexistent/vmlinux")) == .missingFile(path: "/nonexistent/vmlinux"))
-        #expect(kind(VMConfig(kernelPath: "/tmp")) == .badKernel(path: "/tmp"))
+        // A directory is not a file to read: the same kind (and status, 66) as a missing one.
+        #expect(kind(VMConfig(kernelPath: "/tmp")) == .missingFile(path: "/tmp"))
         let text = try SwiftVMProcess.temporaryFile(Array("not a kernel\n".utf8), name: "kernel")
         defer { unlink(text) }
         #expect(kind(VMConfig(kernelPath: text)) == .badKernel(path: text))

@@ -42,6 +42,51 @@ struct PreflightTests {
         #expect(forced.status == 0)
     }
 
+    @Test(
+        "a root image without /dev, /proc and /sys gets each warning once",
+        .enabled(if: mke2fs != nil, "needs mke2fs (Debian's e2fsprogs)"))
+    func mountPointWarningsOnce() throws {
+        let guest = try #require(SwiftVMProcess.testGuest, "the test guest did not build")
+        let tree = NSTemporaryDirectory() + "swiftvm-nodev-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: tree + "/sbin", withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: tree) }
+        // The test guest is a static x86-64 ELF: an init the check accepts.
+        try FileManager.default.copyItem(atPath: guest, toPath: tree + "/sbin/init")
+        let image = tree + ".ext4"
+        defer { unlink(image) }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: try #require(Self.mke2fs))
+        process.arguments = ["-q", "-F", "-t", "ext4", "-d", tree, image, "8M"]
+        try process.run()
+        process.waitUntilExit()
+        try #require(process.terminationStatus == 0)
+        // No KVM: the pre-flight runs and the command stops before the guest would.
+        let outcome = try SwiftVMProcess.run(["run", "--kernel", guest, "--rootfs", image, "--no-console-input", "--kvm-device", "/nonexistent/kvm"])
+        #expect(outcome.status == 69, "stderr: \(outcome.stderr)")
+        for path in ["/dev", "/proc", "/sys"] {
+            let count = outcome.stderr.components(separatedBy: "root drive rootfs: \(path): missing").count - 1
+            #expect(count == 1, "\(path) warned \(count) times; stderr: \(outcome.stderr)")
+        }
+    }
+
+    @Test(
+        "an image the check cannot decide within its work limit boots anyway, with a warning that says why",
+        .enabled(if: mke2fs != nil, "needs mke2fs (Debian's e2fsprogs)"))
+    func undecidedImageBoots() throws {
+        let guest = try #require(SwiftVMProcess.testGuest, "the test guest did not build")
+        let image = try InspectRootfsTests.craftedImage()
+        defer { unlink(image) }
+        var arguments = ["run", "--kernel", guest, "--rootfs", image, "--no-console-input", "--cmdline", "testguest.mode=reset"]
+        if !SwiftVMProcess.kvmAvailable { arguments += ["--kvm-device", "/nonexistent/kvm"] }
+        let started = Date()
+        let outcome = try SwiftVMProcess.run(arguments, timeout: 60)
+        #expect(Date().timeIntervalSince(started) < 30, "the pre-flight took \(Date().timeIntervalSince(started)) s")
+        #expect(outcome.stderr.contains("root drive rootfs (\(image)): cannot tell whether the kernel will find an init: "
+            + "the check gave up after its work limit"), "stderr: \(outcome.stderr)")
+        #expect(outcome.stderr.contains("booting it anyway"))
+        #expect(outcome.status == (SwiftVMProcess.kvmAvailable ? 0 : 69), "stderr: \(outcome.stderr)")
+    }
+
     @Test("for a Linux kernel: a missing console, a disabled UART and a root= without its drive are named before boot", .enabled(if: GuestKernel.path != nil, "no guest kernel: run scripts/build-kernel.sh"))
     func linuxCommandLine() throws {
         let kernel = try #require(GuestKernel.path)

@@ -9,19 +9,14 @@ final class FileBlockBackend: BlockBackend {
     let size: UInt64
 
     /// Opens `drive.path` read-write (read-only for a read-only drive) and
-    /// locks it, so two VMs cannot write the same image.
+    /// locks it, so two VMs cannot write the same image. The path must be a
+    /// regular file or a block device; it is opened without blocking
+    /// (`InputFile`), so a FIFO is refused rather than waited on.
     init(drive: DriveConfig) throws(VMMError) {
-        do {
-            fd = try FileDescriptor.open(drive.path, flags: drive.readOnly ? O_RDONLY : O_RDWR)
-        } catch {
-            let kind: VMMError.Kind = error.errno == ENOENT ? .missingFile(path: drive.path) : .badDrive(id: drive.id)
-            var message = "cannot open drive \(drive.id) (\(drive.path)): \(String(cString: strerror(error.errno)))"
-            if error.errno == EACCES || error.errno == EROFS, !drive.readOnly {
-                message += "; attach it read-only (ro) or fix its permissions"
-            }
-            throw VMMError(kind, message)
-        }
-        if fd.isDirectory() { throw VMMError(.badDrive(id: drive.id), "drive \(drive.id): \(drive.path) is a directory, not a disk image") }
+        fd = try InputFile.open(
+            drive.path, flags: drive.readOnly ? O_RDONLY : O_RDWR, subject: "drive \(drive.id) (\(drive.path))",
+            accepting: [.regularFile, .blockDevice],
+            accessHint: drive.readOnly ? "fix its permissions" : "attach it read-only (ro) or fix its permissions")
         do { size = try fd.size() } catch { throw VMMError(.badDrive(id: drive.id), "drive \(drive.id): \(error)") }
         do { try fd.lock(exclusive: !drive.readOnly) } catch {
             throw VMMError(.driveBusy(id: drive.id), "drive \(drive.id): \(drive.path) is in use by another process (it holds a lock on it); "

@@ -13,8 +13,10 @@ extension Machine {
         do { commandLine = try KernelCommandLine(config.guestCommandLine) } catch {
             throw VMMError(.usage, error.description)
         }
-        let kernelFile = try FileImage(path: config.kernelPath, role: "kernel")
-        let initrdFile = try config.initrdPath.map { (path) throws(VMMError) in try FileImage(path: path, role: "initrd") }
+        let kernelFile = try FileImage(path: config.kernelPath, role: "kernel", accepting: .regularFile)
+        let initrdFile = try config.initrdPath.map { (path) throws(VMMError) in
+            try FileImage(path: path, role: "initrd", accepting: .regularFile)
+        }
 
         let ramSize = UInt64(config.memoryMiB) << 20
         let memory: GuestMemory
@@ -53,8 +55,10 @@ extension Machine {
     ) throws(VMMError) -> ZeroPage.Initrd {
         let address: GuestAddress
         do { address = try InitrdPlacement.address(initrdSize: image.size, kernelEnd: kernelEnd, memory: memory) } catch {
-            // It does not fit the RAM given: the fix is --memory, a usage matter.
-            throw VMMError(.usage, "initrd \(path): \(error)")
+            // An empty file is an unusable input; one that does not fit the
+            // RAM given is fixed with --memory, a usage matter.
+            let kind: VMMError.Kind = error == .empty ? .badInitrd(path: path) : .usage
+            throw VMMError(kind, "initrd \(path): \(error)")
         }
         do {
             let target = try memory.checkedBytes(at: address, count: Int(image.size))

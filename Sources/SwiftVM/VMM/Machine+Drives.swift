@@ -1,3 +1,4 @@
+import Glibc
 import SwiftVMDevices
 import SwiftVMHost
 import SwiftVMMemory
@@ -9,6 +10,7 @@ extension Machine {
     /// before anything boots, so that a rootfs the kernel could not mount is
     /// reported now rather than as a panic on the console.
     static func openDrives(_ config: VMConfig) throws(VMMError) -> [String: any BlockBackend] {
+        try checkDistinctImages(config.drives)
         var backends: [String: any BlockBackend] = [:]
         for drive in config.drives {
             switch drive.ioEngine {
@@ -24,8 +26,39 @@ extension Machine {
         return backends
     }
 
+    /// Refuses one image given to two drives (the same path twice, or two
+    /// paths to one file: compared by device and inode, or by device number
+    /// for block devices) unless both are read-only. Checked before any drive
+    /// is opened, so the message names both drives instead of the second
+    /// one's lock failing as if another process held the image.
+    static func checkDistinctImages(_ drives: [DriveConfig]) throws(VMMError) {
+        struct Identity: Hashable {
+            var device: UInt64
+            var inode: UInt64
+        }
+        var first: [Identity: DriveConfig] = [:]
+        for drive in drives {
+            var info = stat()
+            // A path that cannot be examined is reported when it is opened.
+            guard stat(drive.path, &info) == 0 else { continue }
+            let identity = (info.st_mode & S_IFMT) == S_IFBLK
+                ? Identity(device: UInt64(info.st_rdev), inode: 0)
+                : Identity(device: UInt64(info.st_dev), inode: UInt64(info.st_ino))
+            guard let earlier = first[identity] else {
+                first[identity] = drive
+                continue
+            }
+            if earlier.readOnly && drive.readOnly { continue }
+            let paths = earlier.path == drive.path ? drive.path : "\(earlier.path) and \(drive.path) are one file"
+            throw VMMError(
+                .usage,
+                "the same image is given twice (ids \(earlier.id) and \(drive.id)): \(paths); a disk image written "
+                    + "through two drives at once is corrupted, so give each drive its own image (or attach both read-only)")
+        }
+    }
+
     private static func checkRootImage(_ drive: DriveConfig, config: VMConfig) throws(VMMError) {
-        let image = try FileImage(path: drive.path, role: "root drive")
+        let image = try FileImage(path: drive.path, role: "root drive", accepting: [.regularFile, .blockDevice])
         // A root= the user wrote (root=/dev/vda1, say) names the partition itself.
         let namesPartition = drive.partUUID != nil
             || KernelCommandLine.parameters(in: config.commandLine).value(of: "root") != nil
@@ -45,9 +78,13 @@ extension Machine {
         guard case .ext = DiskImageProbe.identify(image), let reader = try? Ext4Reader(image) else { return }
         let initParameter = KernelCommandLine.parameters(in: config.guestCommandLine).value(of: "init")
         let report = InitDiscovery.find(in: reader, initParameter: initParameter)
+        // The warnings include the missing mount points: each is said once.
         for warning in report.warnings { Log.warning("root drive \(drive.id): \(warning)") }
-        for mount in report.mountPoints where mount.required && !mount.present {
-            Log.warning("root drive \(drive.id): \(mount.path): \(mount.detail)")
+        if let reason = report.undecidedReason {
+            Log.warning(
+                "root drive \(drive.id) (\(drive.path)): cannot tell whether the kernel will find an init: \(reason); "
+                    + "booting it anyway")
+            return
         }
         guard !report.findsInit else { return }
         let reasons = report.candidates.filter(\.tried).map { "\($0.path): \($0.detail)" }.joined(separator: "; ")

@@ -124,7 +124,8 @@ public enum VMExitReason: Sendable, CustomStringConvertible {
 /// The exit statuses of `swiftvm`, one per kind of outcome.
 ///
 /// 64–78 follow BSD sysexits.h, so scripts can tell a usage error from a
-/// broken input file from a host without KVM; 80–84 are guest failures.
+/// broken input file from a host without KVM; 80–85 are guest failures and
+/// stops. docs/exit-codes.md lists every one; a test holds the two together.
 public enum ExitStatus {
     /// The guest rebooted or powered off cleanly.
     public static let success: Int32 = 0
@@ -142,6 +143,9 @@ public enum ExitStatus {
     public static let internalError: Int32 = 70
     /// The host refused a resource: memory, threads, file descriptors (EX_OSERR).
     public static let hostResource: Int32 = 71
+    /// A check could not decide within its bounds (`swiftvm inspect rootfs` on
+    /// an image that needs more work than one inspection may do) (EX_TEMPFAIL).
+    public static let undecided: Int32 = 75
     /// A vCPU triple-faulted.
     public static let guestTripleFault: Int32 = 80
     /// KVM failed to emulate or run guest code (KVM_EXIT_INTERNAL_ERROR).

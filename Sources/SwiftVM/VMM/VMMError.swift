@@ -17,10 +17,13 @@ import SwiftVMHost
 /// ```
 public struct VMMError: Error, Sendable, CustomStringConvertible {
     public enum Kind: Sendable, Equatable {
-        /// The configuration asks for something impossible, or an operation
-        /// came at the wrong time (pausing a VM that is not running).
+        /// The configuration asks for something impossible (one image given to
+        /// two drives, an initrd larger than guest RAM), or an operation came
+        /// at the wrong time (pausing a VM that is not running).
         case usage
-        /// A file the configuration names does not exist or cannot be read.
+        /// A file the configuration names does not exist or cannot be read as
+        /// a file: no such file, no permission, a symbolic link loop, or a
+        /// path that names a directory, a FIFO or a device where a file belongs.
         case missingFile(path: String)
         /// The kernel file exists but cannot be booted (wrong format, truncated).
         case badKernel(path: String)

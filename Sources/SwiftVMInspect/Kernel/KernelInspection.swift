@@ -32,13 +32,82 @@ public struct KernelInspection: Sendable {
     /// How much of a file is searched for the banner and the embedded config.
     /// Both live in .rodata, near the start of any kernel image.
     public static let scanLimit = 128 << 20
-    /// The most an embedded config or a compressed file may decompress to.
+    /// The most all decompression in one inspection may produce together:
+    /// every compressed layer and every embedded config.
     public static let decompressLimit = 64 << 20
+    /// The most compressed layers looked into, one inside the other: a
+    /// kernel is compressed once (vmlinux.gz, Image.gz), a compressed file of
+    /// one at most twice. A file that decompresses to itself would otherwise
+    /// be looked into without end.
+    public static let maxCompressionLayers = 4
+
+    /// How much one inspection may decompress.
+    public struct Limits: Equatable, Sendable {
+        /// Compressed layers looked into, one inside the other.
+        public var layers: Int
+        /// Bytes all decompression together may produce.
+        public var decompressedBytes: Int
+
+        public init(layers: Int, decompressedBytes: Int) {
+            self.layers = layers
+            self.decompressedBytes = decompressedBytes
+        }
+
+        public static let standard = Limits(layers: maxCompressionLayers, decompressedBytes: decompressLimit)
+    }
 
     public init(format: KernelFormat) { self.format = format }
 
-    /// Inspects `image`, reading at most ``scanLimit`` bytes of it.
-    public static func inspect(_ image: some ImageSource) -> KernelInspection {
+    /// Inspects `image`, reading at most ``scanLimit`` bytes of it, and
+    /// decompressing at most what `limits` allow: the work and the memory an
+    /// inspection takes are bounded whatever the file holds.
+    public static func inspect(_ image: some ImageSource, limits: Limits = .standard) -> KernelInspection {
+        let count = Int(min(image.size, UInt64(scanLimit)))
+        let bytes = try? image.bytes(at: 0, count: count)
+        var budget = Budget(limits: limits, left: limits.decompressedBytes)
+        return inspect(image, bytes: bytes, layer: 0, budget: &budget)
+    }
+
+    /// What is left of an inspection's limits as it goes down the layers.
+    struct Budget {
+        let limits: Limits
+        /// Bytes decompression may still produce.
+        var left: Int
+
+        /// Decompresses `data`, counting what it produced; says which limit stopped it.
+        mutating func gunzip(_ data: [UInt8]) throws(DecompressionRefused) -> [UInt8] {
+            do {
+                let output = try Inflate.gunzip(data, limit: left)
+                left -= output.count
+                return output
+            } catch .outputLimitExceeded {
+                let used = limits.decompressedBytes - left
+                let total = KernelInspection.sizeText(limits.decompressedBytes)
+                throw DecompressionRefused(
+                    used == 0
+                        ? "it decompresses to more than \(total), the most one inspection decompresses"
+                        : "it decompresses to more than the \(left) bytes left of the \(total) one inspection "
+                            + "decompresses in all (\(used) bytes went to the layers around it)")
+            } catch {
+                throw DecompressionRefused("\(error)")
+            }
+        }
+    }
+
+    struct DecompressionRefused: Error, CustomStringConvertible {
+        var description: String
+        init(_ description: String) { self.description = description }
+    }
+
+    static func sizeText(_ bytes: Int) -> String {
+        bytes % (1 << 20) == 0 ? "\(bytes >> 20) MiB" : "\(bytes) bytes"
+    }
+
+    /// Inspects `image`, whose first bytes (up to ``scanLimit``) are `bytes`;
+    /// `layer` is how many decompressions it took to get here.
+    private static func inspect(
+        _ image: some ImageSource, bytes: [UInt8]?, layer: Int, budget: inout Budget
+    ) -> KernelInspection {
         let format = KernelFormat.detect(image)
         var result = KernelInspection(format: format)
         // The loader's own checks, less the guest's RAM size, which `run` chooses.
@@ -46,24 +115,23 @@ public struct KernelInspection: Sendable {
         do throws(Arm64ImageError) { _ = try Arm64ImageLoader.checkedHeader(image) } catch {
             result.problems[.aarch64] = error.description
         }
-        let count = Int(min(image.size, UInt64(scanLimit)))
-        guard let bytes = try? image.bytes(at: 0, count: count) else { return result }
-        result.describe(bytes, image: image)
+        guard let bytes else { return result }
+        result.describe(bytes, image: image, layer: layer, budget: &budget)
         return result
     }
 
-    private mutating func describe(_ bytes: [UInt8], image: some ImageSource) {
+    private mutating func describe(_ bytes: [UInt8], image: some ImageSource, layer: Int, budget: inout Budget) {
         facts.append(Fact(label: "size", value: "\(image.size) bytes"))
         switch format {
         case .elf: describeELF(bytes, image: image)
         case .bzImage: describeBzImage(bytes)
         case .arm64Image: describeArm64Image(bytes)
         case .peImage: describePE(bytes)
-        case .compressed(let name): describeCompressed(bytes, format: name)
+        case .compressed(let name): describeCompressed(bytes, format: name, layer: layer, budget: &budget)
         case .empty, .unknown: break
         }
         if version == nil { version = Self.banner(in: bytes) }
-        readEmbeddedConfig(bytes)
+        readEmbeddedConfig(bytes, budget: &budget)
     }
 
     // MARK: - Formats
@@ -135,16 +203,29 @@ public struct KernelInspection: Sendable {
         }
     }
 
-    private mutating func describeCompressed(_ bytes: [UInt8], format name: String) {
+    /// Looks inside a gzip file, unless that would be one layer too many.
+    private mutating func describeCompressed(_ bytes: [UInt8], format name: String, layer: Int, budget: inout Budget) {
         guard name == "gzip" else { return }
-        do throws(InflateError) {
-            let inner = try Inflate.gunzip(bytes, limit: Self.decompressLimit)
-            var inside = KernelInspection.inspect(InMemoryImage(inner))
-            inside.facts.insert(Fact(label: "decompressed", value: "\(inner.count) bytes"), at: 0)
-            contents = [inside]
-        } catch {
-            facts.append(Fact(label: "gzip", value: "cannot decompress: \(error)"))
+        guard layer < budget.limits.layers else {
+            let layers = budget.limits.layers
+            facts.append(Fact(
+                label: "gzip",
+                value: "not decompressed: this is compressed layer \(layer + 1), and swiftvm looks into at most \(layers) "
+                    + "layer\(layers == 1 ? "" : "s") of compression, one inside the other (a file that decompresses "
+                    + "to itself would never end)"))
+            return
         }
+        let inner: [UInt8]
+        do { inner = try budget.gunzip(bytes) } catch {
+            facts.append(Fact(label: "gzip", value: "cannot decompress: \(error)"))
+            return
+        }
+        // The decompressed bytes are the inner file and its first bytes at once: no second copy.
+        var inside = Self.inspect(
+            InMemoryImage(inner), bytes: inner.count <= Self.scanLimit ? inner : Array(inner.prefix(Self.scanLimit)),
+            layer: layer + 1, budget: &budget)
+        inside.facts.insert(Fact(label: "decompressed", value: "\(inner.count) bytes"), at: 0)
+        contents = [inside]
     }
 
     // MARK: - Banner and embedded config
@@ -166,15 +247,15 @@ public struct KernelInspection: Sendable {
     }
 
     /// kernel/configs.c: the gzip-compressed .config sits between "IKCFG_ST" and "IKCFG_ED".
-    private mutating func readEmbeddedConfig(_ bytes: [UInt8]) {
+    private mutating func readEmbeddedConfig(_ bytes: [UInt8], budget: inout Budget) {
         guard let start = Self.find(Self.configStart, in: bytes, from: 0) else { return }
         let dataStart = start + Self.configStart.count
         guard let end = Self.find(Self.configEnd, in: bytes, from: dataStart) else {
             embeddedConfigError = "found IKCFG_ST but no IKCFG_ED after it; the file is truncated"
             return
         }
-        do throws(InflateError) {
-            let text = try Inflate.gunzip(Array(bytes[dataStart..<end]), limit: Self.decompressLimit)
+        do throws(DecompressionRefused) {
+            let text = try budget.gunzip(Array(bytes[dataStart..<end]))
             embeddedConfig = String(decoding: text, as: UTF8.self)
         } catch {
             embeddedConfigError = "the embedded config cannot be decompressed: \(error)"

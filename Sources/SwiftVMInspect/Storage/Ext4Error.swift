@@ -18,6 +18,10 @@ public struct Ext4Error: Error, Equatable, Sendable, CustomStringConvertible {
         case tooManyLinks
         /// The image file could not be read.
         case readFailed
+        /// The inspection used up its work budget (`Ext4Reader.Limits`) before
+        /// it could answer: the image is unusually large or was crafted to
+        /// make checks slow. Nothing is known about what was being looked up.
+        case workLimit
     }
 
     public var kind: Kind

@@ -44,6 +44,38 @@ extension Ext4Reader {
     }
 
     func entries(of directory: Ext4Inode) throws(Ext4Error) -> [DirectoryEntry] {
+        try cachedDirectory(directory).entries
+    }
+
+    /// The entry named `name` in `directory`: the first one, as a linear
+    /// search finds it.
+    func entry(named name: [UInt8], in directory: Ext4Inode) throws(Ext4Error) -> DirectoryEntry? {
+        let cached = try cachedDirectory(directory)
+        return cached.firstByName[name].map { cached.entries[$0] }
+    }
+
+    /// A directory's entries, read and parsed the first time it is asked for
+    /// (and its error, if it is damaged), then kept.
+    func cachedDirectory(_ directory: Ext4Inode) throws(Ext4Error) -> CachedDirectory {
+        if let known = work.directories[directory.number] { return try known.get() }
+        do {
+            let entries = try parseDirectory(directory)
+            var firstByName: [[UInt8]: Int] = [:]
+            firstByName.reserveCapacity(entries.count)
+            for (index, entry) in entries.enumerated() where firstByName[entry.name] == nil {
+                firstByName[entry.name] = index
+            }
+            let cached = CachedDirectory(entries: entries, firstByName: firstByName)
+            work.directories[directory.number] = .success(cached)
+            return cached
+        } catch {
+            // Running out of work is not a fact about the directory.
+            if error.kind != .workLimit { work.directories[directory.number] = .failure(error) }
+            throw error
+        }
+    }
+
+    private func parseDirectory(_ directory: Ext4Inode) throws(Ext4Error) -> [DirectoryEntry] {
         guard directory.fileType == .directory else {
             throw Ext4Error(.notADirectory, "inode \(directory.number) is \(directory.fileType.rawValue), not a directory")
         }
@@ -75,6 +107,7 @@ extension Ext4Reader {
                 guard recordLength >= 8, recordLength % 4 == 0, at + recordLength <= blockEnd else {
                     throw corrupt("has record length \(recordLength), which does not fit its block")
                 }
+                try work.step()
                 if inode != 0 {
                     guard 8 + nameLength <= recordLength, nameLength > 0 else {
                         throw corrupt("has a \(nameLength)-byte name in a \(recordLength)-byte record")
@@ -91,6 +124,18 @@ extension Ext4Reader {
 
     /// The target of symbolic link `link`.
     public func readLink(_ link: Ext4Inode) throws(Ext4Error) -> String {
+        if let known = work.links[link.number] { return try known.get() }
+        do {
+            let target = try readLinkTarget(link)
+            work.links[link.number] = .success(target)
+            return target
+        } catch {
+            if error.kind != .workLimit { work.links[link.number] = .failure(error) }
+            throw error
+        }
+    }
+
+    private func readLinkTarget(_ link: Ext4Inode) throws(Ext4Error) -> String {
         guard link.fileType == .symlink else {
             throw Ext4Error(.corrupt, "inode \(link.number) is \(link.fileType.rawValue), not a symbolic link")
         }
@@ -118,7 +163,11 @@ extension Ext4Reader {
             throw Ext4Error(.corrupt, "the root inode is \(root.fileType.rawValue), not a directory")
         }
         // Components still to walk, last first; and the directories walked so far from the root.
+        // Every component counts as a step when it is queued, so a walk costs what it queues.
         var pending: [[UInt8]] = Self.components(path).reversed()
+        try work.step(pending.count)
+        // How many of `pending` are not ".": when none are, the component at hand is the last.
+        var pendingNames = pending.count(where: { $0 != Self.dot })
         var walked: [(name: [UInt8], inode: Ext4Inode)] = []
         var links: [SymlinkHop] = []
         func currentPath(_ extra: [UInt8]? = nil) -> String {
@@ -126,8 +175,9 @@ extension Ext4Reader {
             return "/" + names.map { String(decoding: $0, as: UTF8.self) }.joined(separator: "/")
         }
         while let name = pending.popLast() {
-            if name == [0x2e] { continue }
-            if name == [0x2e, 0x2e] {
+            if name == Self.dot { continue }
+            pendingNames -= 1
+            if name == Self.dotDot {
                 if !walked.isEmpty { walked.removeLast() }
                 continue
             }
@@ -135,11 +185,11 @@ extension Ext4Reader {
             guard directory.fileType == .directory else {
                 throw Ext4Error(.notADirectory, "\(currentPath()) is \(directory.fileType.rawValue), not a directory")
             }
-            guard let entry = try entries(of: directory).first(where: { $0.name == name }) else {
+            guard let entry = try entry(named: name, in: directory) else {
                 return Resolution(inode: nil, path: currentPath(name), links: links)
             }
             let inode = try self.inode(entry.inode)
-            let isLast = pending.allSatisfy { $0 == [0x2e] }
+            let isLast = pendingNames == 0
             if inode.fileType == .symlink, followFinalSymlink || !isLast {
                 guard links.count < Ext4Reader.maxSymlinks else {
                     throw Ext4Error(
@@ -151,13 +201,19 @@ extension Ext4Reader {
                 // An empty target names nothing (ENOENT).
                 if target.isEmpty { return Resolution(inode: nil, path: currentPath(name), links: links) }
                 if target.hasPrefix("/") { walked.removeAll() }
-                pending += Self.components(target).reversed()
+                let parts = Self.components(target)
+                try work.step(parts.count)
+                pending += parts.reversed()
+                pendingNames += parts.count(where: { $0 != Self.dot })
                 continue
             }
             walked.append((name, inode))
         }
         return Resolution(inode: walked.last?.inode ?? root, path: currentPath(), links: links)
     }
+
+    static let dot: [UInt8] = [0x2e]
+    static let dotDot: [UInt8] = [0x2e, 0x2e]
 
     static func components(_ path: String) -> [[UInt8]] {
         path.utf8.split(separator: 0x2f, omittingEmptySubsequences: true).map(Array.init)

@@ -5,13 +5,16 @@ import SwiftVMMemory
 ///
 /// Nothing in the image is trusted: block numbers are checked against the
 /// block count, lengths against the structures that hold them, and every walk
-/// (extent trees, directories, symbolic links) has a bound. The journal is not
-/// replayed, so a file system that was not cleanly unmounted reads as its
-/// last checkpoint did.
+/// (extent trees, directories, symbolic links) has a bound. One reader is one
+/// inspection: all its work together is bounded too (`Limits`), and what it
+/// has read is kept for the next lookup. The journal is not replayed, so a
+/// file system that was not cleanly unmounted reads as its last checkpoint did.
 public struct Ext4Reader {
     public let superblock: Ext4Superblock
     let image: any ImageSource
     let groupCount: UInt64
+    /// The work count and the caches, shared by copies of this reader.
+    let work: Ext4Work
 
     /// The root directory's inode number (EXT4_ROOT_INO).
     public static let rootInodeNumber: UInt32 = 2
@@ -21,9 +24,11 @@ public struct Ext4Reader {
     /// The longest symbolic link target (PATH_MAX less the terminating NUL).
     public static let maxLinkLength: UInt64 = 4095
 
-    /// Reads and checks the superblock.
-    public init(_ image: some ImageSource) throws(Ext4Error) {
+    /// Reads and checks the superblock. Every later read and lookup counts
+    /// against `limits`.
+    public init(_ image: some ImageSource, limits: Limits = .standard) throws(Ext4Error) {
         self.image = image
+        self.work = Ext4Work(limits: limits)
         let raw: [UInt8]
         do { raw = try image.bytes(at: Ext4Superblock.offset, count: 1024) } catch {
             throw Ext4Error(.notExtFileSystem, "the image is too small to hold an ext superblock (\(image.size) bytes)")
@@ -75,6 +80,7 @@ public struct Ext4Reader {
 
     /// Reads inode `number` from its group's inode table.
     public func inode(_ number: UInt32) throws(Ext4Error) -> Ext4Inode {
+        if let known = work.inodes[number] { return known }
         guard number >= 1, number <= superblock.inodeCount else {
             throw Ext4Error(.corrupt, "inode \(number) does not exist (the file system has \(superblock.inodeCount))")
         }
@@ -94,11 +100,13 @@ public struct Ext4Reader {
         guard inode.mode != 0 else {
             throw Ext4Error(.corrupt, "inode \(number) is in use by a directory entry but is empty (mode 0)")
         }
+        work.inodes[number] = inode
         return inode
     }
 
     /// The first block of group `group`'s inode table, from its descriptor.
     func inodeTable(group: UInt64) throws(Ext4Error) -> UInt64 {
+        if let known = work.inodeTables[group] { return known }
         guard group < groupCount else {
             throw Ext4Error(.corrupt, "block group \(group) does not exist (the file system has \(groupCount))")
         }
@@ -111,6 +119,7 @@ public struct Ext4Reader {
         guard table > UInt64(superblock.firstDataBlock), table < superblock.blockCount else {
             throw Ext4Error(.corrupt, "group descriptor \(group) is damaged: its inode table block \(table) is outside the file system")
         }
+        work.inodeTables[group] = table
         return table
     }
 
@@ -171,7 +180,9 @@ public struct Ext4Reader {
         return offset.partialValue
     }
 
+    /// Reads `count` bytes at `offset`, counted against the work limit.
     func readBytes(at offset: UInt64, count: Int, what: @autoclosure () -> String) throws(Ext4Error) -> [UInt8] {
+        try work.read(count)
         do { return try image.bytes(at: offset, count: count) } catch {
             if error.reason == nil {
                 throw Ext4Error(

@@ -10,14 +10,17 @@ extension InitDiscovery {
         var outcome: InitReport.Outcome
         var detail: String
 
-        /// The errno execve returns; 0 when it runs.
+        /// The errno execve returns; 0 when it runs (or when that is not known).
         var errno: Int32 {
             switch outcome {
-            case .runs: 0
+            case .runs, .undecided: 0
             case .missing: ExecErrno.noEntry
             case .fails(let errno): errno
             }
         }
+
+        static let notDecided = "the check ran out of its work limit first"
+        static let undecided = Examined(outcome: .undecided, detail: notDecided)
 
         static func failure(_ errno: Int32, _ detail: String) -> Examined {
             Examined(outcome: .fails(errno: errno), detail: detail + " (execve fails with \(ExecErrno.name(errno)))")
@@ -37,6 +40,7 @@ extension InitDiscovery {
             let resolution: Ext4Reader.Resolution
             do { resolution = try reader.resolve(path) } catch {
                 switch error.kind {
+                case .workLimit: return .undecided
                 case .tooManyLinks: return .failure(ExecErrno.tooManyLinks, "a symbolic link loop: \(error)")
                 case .notADirectory: return .failure(ExecErrno.notADirectory, "\(error)")
                 default: return .failure(ExecErrno.ioError, "cannot be read: \(error)")
@@ -44,8 +48,7 @@ extension InitDiscovery {
             }
             var prefix = ""
             if !resolution.links.isEmpty {
-                let chain = resolution.links.map { "\($0.path) -> \($0.target)" }.joined(separator: ", ")
-                prefix = "a symbolic link (\(chain)); \(resolution.path): "
+                prefix = "a symbolic link (\(Self.describeChain(resolution.links))); \(Self.shorten(resolution.path)): "
             }
             guard let inode = resolution.inode else {
                 if resolution.links.isEmpty { return Examined(outcome: .missing, detail: "missing") }
@@ -61,6 +64,7 @@ extension InitDiscovery {
             }
             let head: [UInt8]
             do { head = try reader.read(inode, maxBytes: 4096) } catch {
+                if error.kind == .workLimit { return .undecided }
                 return .failure(ExecErrno.ioError, prefix + "cannot be read: \(error)")
             }
             var result: Examined
@@ -74,6 +78,7 @@ extension InitDiscovery {
                     ExecErrno.execFormat,
                     head.isEmpty ? "an empty file" : "neither an ELF nor a #! script (it starts with \(shown))")
             }
+            if result.outcome == .undecided { return result }
             result.detail = prefix + result.detail
             return result
         }
@@ -103,10 +108,15 @@ extension InitDiscovery {
             }
             let interpreter: String?
             do { interpreter = try programInterpreter(head, inode: inode) } catch {
+                if error.kind == .workLimit { return .undecided }
                 return .failure(ExecErrno.execFormat, "\(what) whose program headers are damaged: \(error)")
             }
             guard let interpreter else { return Examined(outcome: .runs, detail: "\(what), statically linked") }
-            let found = try? reader.resolve(interpreter)
+            let found: Ext4Reader.Resolution?
+            do { found = try reader.resolve(interpreter) } catch {
+                if error.kind == .workLimit { return .undecided }
+                found = nil
+            }
             guard let loader = found?.inode, loader.fileType == .regular else {
                 return .failure(
                     ExecErrno.noEntry, "\(what), dynamically linked, but its interpreter \(interpreter) is missing")
@@ -161,7 +171,25 @@ extension InitDiscovery {
             case .runs: return Examined(outcome: .runs, detail: detail)
             case .missing: return .failure(ExecErrno.noEntry, "a #! script for \(interpreter), which is missing")
             case .fails(let errno): return Examined(outcome: .fails(errno: errno), detail: detail)
+            case .undecided: return .undecided
             }
+        }
+
+        /// The links followed, as `a -> b, b -> c`; a chain of many links, or
+        /// of long targets, is cut to what a person reads (a crafted image
+        /// can make it 40 targets of 4 KiB each).
+        static func describeChain(_ links: [Ext4Reader.SymlinkHop]) -> String {
+            let hops = links.map { "\(shorten($0.path)) -> \(shorten($0.target))" }
+            guard hops.count > 6 else { return hops.joined(separator: ", ") }
+            return (hops.prefix(3) + ["... \(hops.count - 5) more ..."] + hops.suffix(2)).joined(separator: ", ")
+        }
+
+        /// `text` itself when short, else its start and end around the byte count.
+        static func shorten(_ text: String, to limit: Int = 72) -> String {
+            guard text.utf8.count > limit else { return text }
+            let start = String(decoding: text.utf8.prefix(limit / 2), as: UTF8.self)
+            let end = String(decoding: text.utf8.suffix(limit / 4), as: UTF8.self)
+            return "\(start)...\(end) (\(text.utf8.count) bytes)"
         }
 
         static func machineName(_ machine: UInt16) -> String {

@@ -40,21 +40,19 @@ public enum InitDiscovery {
         let examiner = Examiner(reader: reader, arch: arch)
         var candidates: [InitReport.Candidate] = []
 
-        let initramfs = examiner.examine(initramfsInit)
-        candidates.append(.init(
-            path: initramfsInit, role: .initramfsOnly, outcome: initramfs.outcome,
-            detail: "used only when booted from an initramfs (rdinit=); here: " + initramfs.detail, tried: false))
-
         var chosen: String?
         var panicMessage: String?
+        // A tried path the check could not decide: what the kernel does from there on is unknown.
+        var undecided = false
         let initGiven = !(initParameter ?? "").isEmpty
         if let initParameter, initGiven {
             let requested = examiner.examine(initParameter)
             candidates.append(.init(
                 path: initParameter, role: .initParameter, outcome: requested.outcome, detail: requested.detail, tried: true))
-            if requested.outcome == .runs {
-                chosen = initParameter
-            } else {
+            switch requested.outcome {
+            case .runs: chosen = initParameter
+            case .undecided: undecided = true
+            case .missing, .fails:
                 panicMessage = "Kernel panic - not syncing: Requested init \(initParameter) failed (error -\(requested.errno))."
             }
         }
@@ -62,19 +60,34 @@ public enum InitDiscovery {
             let examined = examiner.examine(path)
             let tried = !initGiven && chosen == nil
             candidates.append(.init(path: path, role: .fallback, outcome: examined.outcome, detail: examined.detail, tried: tried))
-            if tried, examined.outcome == .runs { chosen = path }
+            guard tried, !undecided else { continue }
+            if examined.outcome == .runs { chosen = path }
+            if examined.outcome == .undecided { undecided = true }
         }
-        if chosen == nil, panicMessage == nil { panicMessage = noInitPanic }
+        if chosen == nil, panicMessage == nil, !undecided { panicMessage = noInitPanic }
+
+        // /init is never run from an ext root; it is looked at last, so that
+        // it cannot use up the work the paths the kernel tries need.
+        let initramfs = examiner.examine(initramfsInit)
+        candidates.insert(.init(
+            path: initramfsInit, role: .initramfsOnly, outcome: initramfs.outcome,
+            detail: "used only when booted from an initramfs (rdinit=); here: " + initramfs.detail, tried: false), at: 0)
 
         let mountPoints = checkMountPoints(examiner)
-        var warnings = mountPoints.filter { $0.required && !$0.present }.map { "\($0.path): \($0.detail)" }
+        var warnings = mountPoints.filter { $0.required && !$0.present && $0.checked }.map { "\($0.path): \($0.detail)" }
+        let limitReason = reader.work.isExhausted ? reader.work.exhausted().message : nil
+        if !undecided, let limitReason, mountPoints.contains(where: { !$0.checked }) {
+            warnings.append("not every mount point was checked: \(limitReason)")
+        }
         if reader.superblock.hasIncompat(Ext4Superblock.Incompat.needsRecovery) {
             warnings.append(
                 "the journal needs recovery (the file system was not cleanly unmounted); "
                     + "this check reads it without replaying the journal")
         }
-        return InitReport(
+        var report = InitReport(
             candidates: candidates, chosen: chosen, panicMessage: panicMessage, mountPoints: mountPoints, warnings: warnings)
+        if undecided { report.undecidedReason = limitReason ?? reader.work.exhausted().message }
+        return report
     }
 
     /// /dev, /proc and /sys are the seed's minimum ("The Minimum Directory
@@ -89,7 +102,10 @@ public enum InitDiscovery {
         ]
         return needs.map { path, required, consequence in
             let found: Ext4Inode?
-            do { found = try examiner.reader.lookup(path) } catch {
+            do throws(Ext4Error) { found = try examiner.reader.lookup(path) } catch {
+                if error.kind == .workLimit {
+                    return .init(path: path, required: required, present: false, detail: Examined.notDecided, checked: false)
+                }
                 return .init(path: path, required: required, present: false, detail: "cannot be read: \(error)")
             }
             guard let found else {

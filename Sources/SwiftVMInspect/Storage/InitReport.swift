@@ -20,6 +20,8 @@ public struct InitReport: Equatable, Sendable {
         case missing
         /// execve fails with this errno (EACCES, ENOEXEC, ELOOP, ...).
         case fails(errno: Int32)
+        /// The check ran out of its work limit before it could tell.
+        case undecided
     }
 
     public struct Candidate: Equatable, Sendable {
@@ -42,6 +44,8 @@ public struct InitReport: Equatable, Sendable {
         public var present: Bool
         /// What is there, or what breaks without it.
         public var detail: String
+        /// False when the check ran out of its work limit before it looked.
+        public var checked: Bool = true
     }
 
     /// Every path looked at, in the kernel's order.
@@ -53,8 +57,14 @@ public struct InitReport: Equatable, Sendable {
     public var mountPoints: [MountPoint]
     /// Missing mount points and other problems that do not stop init from starting.
     public var warnings: [String]
+    /// Why the check cannot say whether the kernel finds an init: it ran out
+    /// of its work limit (`Ext4Reader.Limits`) before it got an answer. Nil
+    /// when the report decides; then `chosen` and `panicMessage` say what happens.
+    public var undecidedReason: String? = nil
 
     public var findsInit: Bool { chosen != nil }
+    /// Whether the report says what the kernel will do.
+    public var isDecided: Bool { undecidedReason == nil }
 }
 
 /// errno values the kernel returns from execve, and the names messages show.

@@ -89,7 +89,81 @@ struct KernelInspectionTests {
         #expect(inspection.contents.first?.format == .arm64Image)
         #expect(inspection.problems[.aarch64]?.contains("gzip") == true)
     }
+
+    /// The layers of `inspection`, outermost first.
+    static func layers(_ inspection: KernelInspection) -> [KernelInspection] {
+        var result = [inspection]
+        while let inner = result.last?.contents.first { result.append(inner) }
+        return result
+    }
+
+    @Test("a gzip file that decompresses to itself ends at the layer limit, in little time and memory")
+    func quine() throws {
+        // Before the limit this recursed until the stack overflowed (SIGSEGV).
+        let quine = gzipQuine
+        #expect(try Inflate.gunzip(quine) == quine, "the fixture is a real quine")
+        let started = ContinuousClock.now
+        let inspection = KernelInspection.inspect(InMemoryImage(quine))
+        #expect(ContinuousClock.now - started < .seconds(5))
+        let layers = Self.layers(inspection)
+        #expect(layers.count == KernelInspection.maxCompressionLayers + 1)
+        let innermost = try #require(layers.last)
+        let note = try #require(Self.fact(innermost, "gzip"))
+        #expect(note.contains("not decompressed: this is compressed layer 5"), "\(note)")
+        #expect(note.contains("at most 4 layers of compression"), "\(note)")
+        #expect(inspection.problems[.x86_64]?.contains("gzip") == true)
+    }
+
+    @Test("thousands of nested gzip layers stop at the layer limit")
+    func deepNesting() throws {
+        // 2000 layers: before the limit this took seconds, hundreds of MiB and
+        // a recursion 2000 deep; 3000 overflowed the stack.
+        var bytes = Array("not a kernel".utf8)
+        for _ in 0..<2000 { bytes = storedGzip(bytes) }
+        let started = ContinuousClock.now
+        let inspection = KernelInspection.inspect(InMemoryImage(bytes))
+        #expect(ContinuousClock.now - started < .seconds(5))
+        let layers = Self.layers(inspection)
+        #expect(layers.count == KernelInspection.maxCompressionLayers + 1)
+        #expect(Self.fact(try #require(layers.last), "gzip")?.contains("at most 4 layers") == true)
+    }
+
+    @Test("all the layers together decompress at most the inspection's limit, and the message says which limit")
+    func totalOutput() throws {
+        // Each layer is within the limit on its own; two together are not.
+        let inner = [UInt8](repeating: 0x41, count: 40_000)
+        let outer = storedGzip(storedGzip(inner))
+        let limits = KernelInspection.Limits(layers: 4, decompressedBytes: 60_000)
+        let layers = Self.layers(KernelInspection.inspect(InMemoryImage(outer), limits: limits))
+        #expect(layers.count == 2)
+        let note = try #require(Self.fact(layers[1], "gzip"))
+        #expect(note.contains("more than the 19977 bytes left of the 60000 bytes one inspection decompresses in all (40023 bytes went to the layers around it)"), "\(note)")
+
+        let alone = KernelInspection.inspect(InMemoryImage(storedGzip(inner)), limits: .init(layers: 4, decompressedBytes: 1000))
+        #expect(Self.fact(alone, "gzip") == "cannot decompress: it decompresses to more than 1000 bytes, the most one inspection decompresses")
+        #expect(KernelInspection.inspect(InMemoryImage(outer), limits: .init(layers: 1, decompressedBytes: 1 << 20))
+            .contents.first.flatMap { Self.fact($0, "gzip") }?.contains("at most 1 layer of compression") == true)
+    }
 }
+
+/// A 204-byte gzip file that decompresses to itself, by Matthew Barber
+/// (blog.matthewbarber.io/2019/07/22/how-to-make-compressed-file-quines,
+/// after Russ Cox's construction): stored blocks and fixed-Huffman repeats.
+let gzipQuine: [UInt8] = [
+    0x1f, 0x8b, 0x08, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0xff, 0x71, 0x75, 0x69, 0x6e, 0x65, 0x2e,
+    0x67, 0x7a, 0x00, 0x00, 0x18, 0x00, 0xe7, 0xff, 0x1f, 0x8b, 0x08, 0x08, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0xff, 0x71, 0x75, 0x69, 0x6e, 0x65, 0x2e, 0x67, 0x7a, 0x00, 0x00, 0x18, 0x00, 0xe7, 0xff,
+    0x42, 0x16, 0x47, 0x16, 0x07, 0x00, 0x05, 0x00, 0xfa, 0xff, 0x42, 0x16, 0x47, 0x16, 0x07, 0x00,
+    0x05, 0x00, 0xfa, 0xff, 0x00, 0x05, 0x00, 0xfa, 0xff, 0x00, 0x14, 0x00, 0xeb, 0xff, 0x42, 0x16,
+    0x47, 0x16, 0x07, 0x00, 0x05, 0x00, 0xfa, 0xff, 0x00, 0x05, 0x00, 0xfa, 0xff, 0x00, 0x14, 0x00,
+    0xeb, 0xff, 0x42, 0x88, 0x21, 0xc4, 0x00, 0x00, 0x14, 0x00, 0xeb, 0xff, 0x42, 0x88, 0x21, 0xc4,
+    0x00, 0x00, 0x14, 0x00, 0xeb, 0xff, 0x42, 0x88, 0x21, 0xc4, 0x00, 0x00, 0x14, 0x00, 0xeb, 0xff,
+    0x42, 0x88, 0x21, 0xc4, 0x00, 0x00, 0x14, 0x00, 0xeb, 0xff, 0x42, 0x88, 0x21, 0xc4, 0x00, 0x00,
+    0x00, 0x00, 0xff, 0xff, 0x00, 0x00, 0x00, 0xff, 0xff, 0x00, 0x0d, 0x00, 0xf2, 0xff, 0x42, 0x88,
+    0x21, 0xc4, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0x00, 0x00, 0x00, 0xff, 0xff, 0x00, 0x0d, 0x00,
+    0xf2, 0xff, 0x83, 0x70, 0xa0, 0x1c, 0x00, 0xff, 0x79, 0xff, 0xa9, 0xcc, 0x00, 0x00, 0x00, 0x83,
+    0x70, 0xa0, 0x1c, 0x00, 0xff, 0x79, 0xff, 0xa9, 0xcc, 0x00, 0x00, 0x00,
+]
 
 /// A gzip member holding `bytes` in one stored block (RFC 1952 around RFC 1951 §3.2.4).
 func storedGzip(_ bytes: [UInt8]) -> [UInt8] {

@@ -54,7 +54,7 @@ enum Ext4Fixture {
     /// Writes `tree` under a fresh directory and runs mke2fs on it; returns the image.
     static func image(
         _ tree: [String: Node], type: String = "ext4", blockSize: Int = 1024, megabytes: Int = 8,
-        indexDirectories: Bool = false
+        indexDirectories: Bool = false, inodes: Int? = nil
     ) throws -> [UInt8] {
         let tool = try #require(mke2fs)
         let root = NSTemporaryDirectory() + "swiftvm-ext4-\(UUID().uuidString)"
@@ -80,7 +80,8 @@ enum Ext4Fixture {
                 try files.createSymbolicLink(atPath: full, withDestinationPath: target)
             }
         }
-        try run(tool, ["-q", "-F", "-t", type, "-b", "\(blockSize)", "-d", root, imagePath, "\(megabytes)M"])
+        let inodeCount = inodes.map { ["-N", "\($0)"] } ?? []
+        try run(tool, ["-q", "-F", "-t", type, "-b", "\(blockSize)"] + inodeCount + ["-d", root, imagePath, "\(megabytes)M"])
         if indexDirectories {
             // e2fsck -D rebuilds directories; those over one block become hashed (htree).
             let status = try run(try #require(e2fsck), ["-fyD", imagePath], allowFailure: true)
