@@ -123,7 +123,7 @@ struct APITests {
         #expect(try api.request("PATCH", "/machine-config", body: #"{"vcpu_count": 2}"#).status == 204)
         #expect(try api.request("GET", "/machine-config").json["vcpu_count"] as? Int == 2)
         let image = vmm.path("disk.img")
-        FileManager.default.createFile(atPath: image, contents: Data(count: 1 << 20))
+        _ = FileManager.default.createFile(atPath: image, contents: Data(count: 1 << 20))
         let drive = try api.request("PUT", "/drives/data", body: """
             {"drive_id": "data", "path_on_host": "\(image)", "is_root_device": false, "is_read_only": true}
             """)
@@ -312,6 +312,32 @@ struct APITests {
         #expect(lines.contains { $0.contains("exiting") }, "the guest's end is logged: \(lines)")
     }
 
+    @Test("--log-path and --metrics-path take FIFOs with a reader; without one the process says so and exits 153")
+    func fifoDestinations() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("swiftvm-fifo-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let logFIFO = directory + "/log.fifo"
+        #expect(mkfifo(logFIFO, 0o600) == 0)
+        let unread = try FirecrackerProcessUnderTest(["--log-path", logFIFO])
+        #expect(unread.exitStatus(within: 10) == 153)
+        #expect(unread.stderr.contains("a FIFO needs a reader first"), "stderr: \(unread.stderr)")
+
+        let reader = open(logFIFO, O_RDONLY | O_NONBLOCK)
+        #expect(reader >= 0)
+        defer { close(reader) }
+        let vmm = try FirecrackerProcessUnderTest(["--log-path", logFIFO, "--id", "fifo-test"])
+        #expect(try vmm.client().request("GET", "/").status == 200)
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        var text = ""
+        let deadline = Date().addingTimeInterval(10)
+        while !text.contains("fifo-test") && Date() < deadline {
+            let count = read(reader, &buffer, buffer.count)
+            if count > 0 { text += String(decoding: buffer.prefix(count), as: UTF8.self) } else { usleep(10_000) }
+        }
+        #expect(text.contains("[fifo-test:"), "the log lines reach the FIFO: \(text)")
+    }
+
     @Test("PUT /cpu-config takes a custom CPU template: it shows in GET /vm/config and the guest boots with it")
     func cpuConfig() throws {
         let vmm = try FirecrackerProcessUnderTest()
@@ -383,8 +409,8 @@ struct APITests {
         let api = try Self.configured(vmm)
         let first = vmm.path("first.img")
         let second = vmm.path("second.img")
-        FileManager.default.createFile(atPath: first, contents: Data(count: 1 << 20))
-        FileManager.default.createFile(atPath: second, contents: Data(count: 1 << 20))
+        _ = FileManager.default.createFile(atPath: first, contents: Data(count: 1 << 20))
+        _ = FileManager.default.createFile(atPath: second, contents: Data(count: 1 << 20))
         #expect(try api.request("PATCH", "/drives/data", body: "{\"drive_id\": \"data\", \"path_on_host\": \"\(second)\"}").fault
             .contains("PUT /drives/data first"))
         #expect(try api.request("PUT", "/drives/data", body: """
