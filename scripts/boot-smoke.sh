@@ -12,8 +12,14 @@
 #             drive and a scratch drive) and virtio-rng drivers probe; the
 #             guest writes, fsyncs and re-reads a file, writes a raw sector,
 #             reads the hwrng, then powers off (ACPI S5). The host then checks
-#             the images (debugfs, md5sum, e2fsck).
-#   smp       2 vCPUs: both CPUs come up; the guest reboots (i8042 reset).
+#             the images (debugfs, md5sum, e2fsck). With root, a TAP in a
+#             network namespace: virtio-net (ping, a TCP transfer); with gcc
+#             and python3, vsock both ways.
+#   api       swiftvm run as Firecracker, configured only through its API
+#             socket (scripts/lib/smoke-host.py): 2 vCPUs come up; a balloon
+#             target set over the API is reached by Linux's balloon driver,
+#             the VMM's resident memory drops, the balloon deflates again;
+#             SendCtrlAltDel makes the guest's init reboot cleanly.
 #
 # The kernel: on a host with hardware virtualization (vmx/svm, kvm_intel or
 # kvm_amd), the stock GuestConfigs kernel. On a host whose KVM only emulates
@@ -21,7 +27,7 @@
 # GuestConfigs/test-kernel/*.patch, for such hosts only) with the command-line
 # words the emulator needs; a stock kernel given with --kernel there stops in
 # early boot, and the script then checks the early boot log only and says so.
-# Kernel, rootfs and scratch drive are cached under ~/.cache/swiftvm.
+# The kernel is cached under ~/.cache/swiftvm; the images are made afresh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,7 +46,11 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 if [[ -z "$swiftvm" ]]; then
-  swift build --product swiftvm >/dev/null
+  if ! swift build --product swiftvm >/dev/null 2>&1; then
+    swift build --product swiftvm >&2 || true  # again, to show why
+    echo "boot-smoke: swift build --product swiftvm failed" >&2
+    exit 2
+  fi
   swiftvm="$(swift build --show-bin-path)/swiftvm"
 fi
 
@@ -59,24 +69,32 @@ banner=$(grep -a -m1 -o 'Linux version [^ ]*' "$kernel" || true)
 test_kernel=no
 [[ $banner == *-swiftvm-test ]] && test_kernel=yes
 
-cache=${SWIFTVM_CACHE:-$HOME/.cache/swiftvm}
-mkdir -p "$cache/rootfs"
 extra=$(mktemp -d)
 work=$(mktemp -d)
 # The console logs (stamped with seconds since exec) and swiftvm's messages
 # of each boot go to --keep-logs DIR when asked.
+netns=""
 finish() {
   if [[ -n $keep_logs ]]; then
-    mkdir -p "$keep_logs" && cp "$work"/*.log "$work"/*.err "$keep_logs"/ 2>/dev/null || true
+    mkdir -p "$keep_logs" && cp "$work"/*.log "$work"/*.err "$work"/*.out "$keep_logs"/ 2>/dev/null || true
   fi
+  [[ -z $netns ]] || ip netns delete "$netns" 2>/dev/null || true
+  jobs -p | xargs -r kill 2>/dev/null || true
   rm -rf "$extra" "$work"
 }
 trap finish EXIT
-mkdir -p "$extra/etc"
+mkdir -p "$extra/etc" "$extra/bin"
 cp scripts/lib/smoke-guest.sh "$extra/etc/swiftvm-smoke.sh"
-rootfs=$(scripts/build-rootfs.sh --output "$cache/rootfs/smoke.ext4" --extra "$extra" \
+# The guest's vsock tool: BusyBox has none. Static, so the rootfs needs no libc.
+vsock_tool=no
+if command -v gcc >/dev/null && gcc -static -O2 -o "$extra/bin/smoke-vsock" scripts/lib/smoke-vsock.c 2>"$work/gcc.err"; then
+  vsock_tool=yes
+fi
+# Images of this run's own, so that runs at the same time cannot write to
+# each other's (building them takes about a second).
+rootfs=$(scripts/build-rootfs.sh --output "$work/smoke.ext4" --extra "$extra" \
   --test-command '/bin/sh /etc/swiftvm-smoke.sh' 2>/dev/null | tail -n1)
-scratch="$cache/rootfs/smoke-scratch.img"
+scratch="$work/smoke-scratch.img"
 rm -f "$scratch"
 truncate -s 8M "$scratch"
 token=$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')
@@ -97,7 +115,7 @@ if [[ $hardware == no ]]; then
   # CX16 and XSAVE, POPCNT and SMAP, and skip the clock-pairing hypercall.
   args+=(--cpu-template GuestConfigs/cpu-templates/no-cx16-no-xsave.json --append noxsave)
   if [[ $test_kernel == yes ]]; then
-    args+=(--append "clearcpuid=popcnt,smap initcall_blacklist=ptp_kvm_init")
+    args+=(--append "clearcpuid=popcnt,smap initcall_blacklist=ptp_kvm_init nopvspin")
   fi
 fi
 
@@ -108,7 +126,7 @@ boot() {
   shift
   start=${EPOCHREALTIME/./}
   set +e
-  timeout "$timeout" "$swiftvm" "$@" 2>"$work/$name.err" | while IFS= read -r line || [[ -n $line ]]; do
+  "${runner[@]}" timeout "$timeout" "$swiftvm" "$@" 2>"$work/$name.err" | while IFS= read -r line || [[ -n $line ]]; do
     now=${EPOCHREALTIME/./}
     elapsed=$((now - start))
     printf '%d.%02d %s\n' $((elapsed / 1000000)) $((elapsed / 10000 % 100)) "${line%$'\r'}"
@@ -121,7 +139,9 @@ boot() {
 }
 # The console text of run NAME, without time stamps.
 console() { cut -d' ' -f2- "$work/$1.log"; }
-has() { console "$1" | grep -qE -- "$2"; }
+# (grep reads all its input: with -q it would stop at the first match, and
+# pipefail would then report the writer's SIGPIPE as a failure.)
+has() { console "$1" | grep -E -- "$2" >/dev/null; }
 smoke() { console "$1" | sed -n "s/^SMOKE $2 //p"; }
 # stages NAME: the time to each boot stage, as one line.
 stages() {
@@ -149,8 +169,48 @@ echo "NOTE kernel: $kernel (${banner:-no version banner})"
 echo "NOTE host: hardware virtualization $hardware; test kernel $test_kernel"
 
 # --- boot 1: devices, 1 vCPU, power off --------------------------------------
-boot devices "${args[@]}" --vcpus 1 --drive "id=scratch,path=$scratch,cache=writeback,engine=async" \
-  --append "smoke.mode=devices smoke.finish=poweroff smoke.token=$token"
+devices=(--vcpus 1 --drive "id=scratch,path=$scratch,cache=writeback,engine=async"
+  --append "smoke.mode=devices smoke.finish=poweroff smoke.token=$token")
+
+# vsock: swiftvm listens on $uds; the guest's outbound connection to port
+# 6000 reaches ${uds}_6000, where a host listener answers.
+uds="$work/vsock.sock"
+if [[ $vsock_tool == yes ]] && command -v python3 >/dev/null; then
+  devices+=(--vsock "cid=3,uds=$uds")
+  python3 scripts/lib/smoke-host.py vsock-listen "${uds}_6000" SWIFTVM-VSOCK-HOST-REPLY 600 >"$work/vsock-listen.out" &
+  # The host's CONNECT, once the guest says it listens.
+  (
+    for _ in $(seq 600); do
+      grep -q "SMOKE vsock-listening" "$work/devices.log" 2>/dev/null && break
+      sleep 1
+    done
+    python3 scripts/lib/smoke-host.py vsock-connect "$uds" 5000 SWIFTVM-VSOCK-ECHO-TEST >"$work/vsock-connect.out"
+  ) &
+else
+  echo "NOTE vsock not checked: it needs gcc (with static glibc) for the guest's tool and python3 for the host's"
+fi
+
+# The network: a TAP in a namespace of its own, so nothing outside it is
+# touched; swiftvm runs inside the namespace to open it.
+runner=()
+if [[ $(id -u) -eq 0 ]] && command -v ip >/dev/null && command -v python3 >/dev/null; then
+  netns="swiftvm-smoke-$$"
+  if ip netns add "$netns" && ip -n "$netns" tuntap add dev tap0 mode tap && ip -n "$netns" link set tap0 up \
+    && ip -n "$netns" addr add 172.30.0.1/30 dev tap0; then
+    runner=(ip netns exec "$netns")
+    devices+=(--net "id=eth0,tap=tap0,mac=06:00:ac:1e:00:02" --append "smoke.net=172.30.0.2/30,172.30.0.1")
+    ip netns exec "$netns" python3 scripts/lib/smoke-host.py tcp-receive 172.30.0.1 7000 262144 "$work/tcp.bin" 600 \
+      >"$work/tcp-receive.out" &
+  else
+    echo "NOTE network not checked: could not create a network namespace with a TAP device"
+    ip netns delete "$netns" 2>/dev/null || true
+    netns=""
+  fi
+else
+  echo "NOTE network not checked: creating a TAP needs root, ip (iproute2) and python3"
+fi
+
+boot devices "${args[@]}" "${devices[@]}"
 stages devices
 
 check "kernel command line has root=/dev/vda rw" has devices "^Command line: .*root=/dev/vda rw"
@@ -212,7 +272,24 @@ if [[ -n $e2fsck ]]; then
   check "the rootfs image is clean after the power-off (e2fsck -fn)" eval '"$e2fsck" -fn "$rootfs" >/dev/null 2>&1'
 fi
 check "the scratch image holds the guest's sector" \
-  test "$(dd if="$scratch" bs=512 skip=2048 count=1 2>/dev/null | head -n1)" = "SWIFTVM-SMOKE-SECTOR $token"
+  test "$(dd if="$scratch" bs=512 skip=2048 count=1 2>/dev/null | tr -d '\0' | sed -n 1p)" = "SWIFTVM-SMOKE-SECTOR $token"
+
+if [[ -n $netns ]]; then
+  check "virtio-net driver: eth0 has the MAC swiftvm gave ($(smoke devices net-mac))" \
+    test "$(smoke devices net-mac)" = "06:00:ac:1e:00:02"
+  check "ping from the guest to the TAP's end: $(smoke devices net-ping)" test "$(smoke devices net-ping)" = "2 packets received"
+  sent=$(smoke devices net-sent)
+  got=$(md5sum <"$work/tcp.bin" 2>/dev/null | cut -d' ' -f1)
+  check "TCP transfer of 256 KiB from the guest arrived intact ($(cat "$work/tcp-receive.out" 2>/dev/null))" \
+    eval '[[ -n $sent && $sent == "$got" && $got == "$(head -c 262144 /bin/busybox | md5sum | cut -d" " -f1)" ]]'
+fi
+if [[ " ${devices[*]} " == *" --vsock "* ]]; then
+  check "vsock, host to guest: CONNECT 5000, OK, echo ($(cat "$work/vsock-connect.out" 2>/dev/null))" \
+    grep -q "^ok OK [0-9]* echoed SWIFTVM-VSOCK-ECHO-TEST$" "$work/vsock-connect.out"
+  check "vsock, guest to host: port 6000 reached ${uds##*/}_6000 ($(cat "$work/vsock-listen.out" 2>/dev/null))" \
+    eval '[[ $(smoke devices vsock-reply) == "reply SWIFTVM-VSOCK-HOST-REPLY" ]] && grep -q "^received SWIFTVM-VSOCK-OUT$" "$work/vsock-listen.out"'
+  check "vsock socket file removed when swiftvm exited" test ! -e "$uds"
+fi
 segfaults=$(smoke devices segfaults)
 if [[ ${segfaults:-0} -gt 0 ]]; then
   echo "NOTE devices: user space segfaulted $segfaults time(s) in the guest and was retried"
@@ -220,15 +297,69 @@ if [[ ${segfaults:-0} -gt 0 ]]; then
 fi
 [[ $failed -eq 0 ]] || explain devices
 
-# --- boot 2: 2 vCPUs, reboot --------------------------------------------------
+# --- boot 2: 2 vCPUs through Firecracker's API: balloon, Ctrl-Alt-Del ------
+# swiftvm started as Firecracker is (no subcommand), configured only over its
+# API socket, with the command line the first boot's kernel reported. The
+# client sets a balloon target once the guest is up and presses Ctrl-Alt-Del
+# at the end; the guest's init reboots cleanly.
 before=$failed
 failed=0
-boot smp "${args[@]}" --vcpus 2 --append "smoke.mode=cpus smoke.finish=reboot"
-stages smp
-check "both CPUs came up" has smp "smp: Brought up 1 node, 2 CPUs"
-check "2 CPUs online in the guest" test "$(smoke smp cpus)" = "2 online 0-1"
-check "no kernel panic" eval '! has smp "Kernel panic"'
-check "the guest rebooted (i8042 reset): swiftvm exited 0" eval '[[ $status -eq 0 ]] && grep -q "the guest reset the machine" "$work/smp.err"'
-[[ $failed -eq 0 ]] || explain smp
+base=$(console devices | awk '!done && sub(/^Command line: /, "") { print; done = 1 }' | tr ' ' '\n' | grep -v '^smoke\.' | tr '\n' ' ')
+template=""
+[[ $hardware == no ]] && template=GuestConfigs/cpu-templates/no-cx16-no-xsave.json
+python3 - "$kernel" "$rootfs" "${base}smoke.mode=api" "$template" >"$work/api-config.json" <<'PY'
+import json, sys
+kernel, rootfs, boot_args, template = sys.argv[1:5]
+config = {
+    "boot-source": {"kernel_image_path": kernel, "boot_args": boot_args},
+    "machine-config": {"vcpu_count": 2, "mem_size_mib": 256},
+    "drives": [{"drive_id": "rootfs", "path_on_host": rootfs, "is_root_device": True, "is_read_only": False}],
+    "balloon": {"amount_mib": 0, "deflate_on_oom": False, "stats_polling_interval_s": 1},
+    "entropy": {},
+}
+if template:
+    config["cpu-config"] = json.load(open(template))
+print(json.dumps(config))
+PY
+api_sock="$work/api.sock"
+python3 scripts/lib/smoke-host.py firecracker "$api_sock" "$work/api.log" "$work/api-config.json" 64 "$timeout" \
+  >"$work/api-client.out" 2>&1 &
+client=$!
+boot api --api-sock "$api_sock" --id smoke --boot-timer
+wait "$client" || true
+stages api
+check "Firecracker API: configured over the socket and started ($(head -n1 "$work/api-client.out"))" \
+  grep -q "^started Running" "$work/api-client.out"
+check "both CPUs came up" has api "smp: Brought up 1 node, 2 CPUs"
+check "2 CPUs online in the guest" test "$(smoke api cpus)" = "2 online 0-1"
+check "virtio-balloon driver bound" test "$(smoke api balloon-driver)" = 1
+threads=$(sed -n 's/^seccomp //p' "$work/api-client.out")
+check "seccomp filter on every VMM thread (${threads:-none seen})" \
+  eval '[[ $threads == *swiftvm-events=2* && $threads == *swiftvm-vcpu1=2* && $threads == *NIO-* && ! " $threads " =~ =[^2\ ] ]]'
+check "balloon: a 64 MiB target set over the API is reached ($(grep '^balloon' "$work/api-client.out" || tail -n1 "$work/api-client.out"))" \
+  grep -q "^balloon target 64 MiB actual 64 MiB" "$work/api-client.out"
+mem_before=$(smoke api memtotal-before)
+mem_after=$(smoke api memtotal-after)
+check "balloon: the guest's MemTotal fell by 64 MiB (${mem_before:-?} kB to ${mem_after:-?} kB)" \
+  eval '[[ -n $mem_before && -n $mem_after && $((mem_before - mem_after)) -ge 65536 ]]'
+inflated=$(grep -m1 '^balloon target 64 ' "$work/api-client.out" || true)
+rss=$(sed -n 's/.*VMM resident \([0-9.]*\) -> \([0-9.]*\) MiB.*/\1 \2/p' <<<"$inflated")
+check "balloon: the VMM's resident memory fell by at least 8 MiB (${rss:-?} MiB)" \
+  eval '[[ -n $rss ]] && awk "BEGIN { exit !(${rss% *} - ${rss#* } >= 8) }"'
+check "balloon: deflated back to 0 ($(grep '^balloon target 0 ' "$work/api-client.out" || echo none))" \
+  grep -q "^balloon target 0 MiB actual 0 MiB" "$work/api-client.out"
+check "balloon: the guest's MemTotal came back ($(smoke api memtotal-restored) kB)" test "$(smoke api memtotal-restored)" = "$mem_before"
+check "SendCtrlAltDel: the guest's init saw Ctrl-Alt-Del and shut down" \
+  eval 'has api "init: Ctrl-Alt-Del: rebooting" && has api "init: stopping processes, remounting / read-only"'
+check "the guest rebooted: swiftvm exited 0" eval '[[ $status -eq 0 ]] && grep -q "the guest reset the machine" "$work/api.err"'
+check "no kernel panic" eval '! has api "Kernel panic"'
+if [[ -n $e2fsck ]]; then
+  check "the rootfs image is clean after the Ctrl-Alt-Del reboot (e2fsck -fn)" eval '"$e2fsck" -fn "$rootfs" >/dev/null 2>&1'
+fi
+segfaults=$(smoke api segfaults | tail -n1)
+if [[ ${segfaults:-0} -gt 0 ]]; then
+  echo "NOTE api: user space segfaulted $segfaults time(s) in the guest"
+fi
+[[ $failed -eq 0 ]] || { explain api; sed 's/^/NOTE   client: /' "$work/api-client.out"; }
 
 [[ $before -eq 0 && $failed -eq 0 ]]

@@ -31,11 +31,13 @@ Progress goes to stderr; the last line on stdout is the image's path:
     swiftvm run --kernel vmlinux --rootfs "\$rootfs"
 
 The image holds /bin/busybox and links for the applets init and a shell use,
-/sbin/init (a #!/bin/sh script), and the directories /dev /proc /sys /run /var
-/etc /tmp /root. At boot /sbin/init mounts proc, sysfs and devtmpfs, writes 123
-to swiftvm's boot-timer page (busybox devmem; needs a kernel with
-CONFIG_DEVMEM=y), prints SWIFTVM-ROOTFS-READY, then runs a shell on the
-console (ttyS0) and powers off when it exits.
+/sbin/init (BusyBox's init, with /etc/inittab and scripts in /etc/init.d), and
+the directories /dev /proc /sys /run /var /etc /tmp /root. At boot init mounts
+proc, sysfs and devtmpfs, writes 123 to swiftvm's boot-timer page (busybox
+devmem; needs a kernel with CONFIG_DEVMEM=y), prints SWIFTVM-ROOTFS-READY, then
+runs a shell on the console (ttyS0) and powers off when it exits.
+Ctrl-Alt-Del (Firecracker's SendCtrlAltDel, through the i8042) reboots the
+guest cleanly: init stops every process, remounts / read-only, then resets.
 
 Options:
   --output FILE        where to write the image
@@ -43,8 +45,8 @@ Options:
   --size SIZE          image size as mke2fs takes it (default: 32M)
   --extra DIR          copy DIR's contents over the tree (e.g. more programs)
   --test-command CMD   bake CMD into the image: instead of the shell, init runs
-                       it with /bin/sh -c, prints "SWIFTVM-TEST-EXIT <status>"
-                       and powers off (poweroff -f)
+                       it with /bin/sh, prints "SWIFTVM-TEST-EXIT <status>"
+                       and powers off
   --busybox PATH       the static BusyBox binary (default: /bin/busybox)
   -h, --help           show this help
 
@@ -103,7 +105,7 @@ fi
 if command -v readelf >/dev/null && readelf -l "$busybox" 2>/dev/null | grep -q "program interpreter"; then
     die $E_MISSING "$busybox is dynamically linked; install the static one with: sudo apt-get install -y $BUSYBOX_PACKAGE"
 fi
-for applet in devmem cttyhack setsid poweroff mount; do
+for applet in init devmem cttyhack setsid poweroff reboot mount; do
     "$busybox" --list | grep -qx "$applet" || log "note: $busybox has no $applet applet; the init script's use of it will fail"
 done
 
@@ -118,10 +120,21 @@ for applet in "${APPLETS[@]}"; do
     ln -s busybox "$tree/bin/$applet"
 done
 
-cat >"$tree/sbin/init" <<'EOF'
+# PID 1 is BusyBox's init, driven by /etc/inittab: it runs the scripts below,
+# reaps orphans, and turns Ctrl-Alt-Del (SIGINT from the kernel, which init
+# asks for) and "reboot"/"poweroff" into an orderly shutdown.
+ln -s /bin/busybox "$tree/sbin/init"
+mkdir -p "$tree/etc/init.d"
+cat >"$tree/etc/inittab" <<'EOF'
+# BusyBox init's table for a swiftvm guest (made by scripts/build-rootfs.sh).
+::sysinit:/etc/init.d/rcS
+::once:/etc/init.d/main
+::ctrlaltdel:/etc/init.d/ctrlaltdel
+::shutdown:/etc/init.d/shutdown
+EOF
+cat >"$tree/etc/init.d/rcS" <<'EOF'
 #!/bin/sh
-# PID 1 of a swiftvm BusyBox guest: mount the kernel's file systems, tell the
-# VMM that user space is up, then run the test command or a console shell.
+# Mount the kernel's file systems and tell the VMM that user space is up.
 export PATH=/bin:/sbin HOME=/root
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
@@ -137,21 +150,37 @@ case "$(uname -m)" in
 esac
 devmem "$boot_timer" 8 123 2>/dev/null || echo "init: cannot write the boot timer (no /dev/mem?)"
 echo SWIFTVM-ROOTFS-READY
+EOF
+cat >"$tree/etc/init.d/main" <<'EOF'
+#!/bin/sh
+# The test command baked into the image, or a shell on the console (ttyS0);
+# the machine powers off when it ends.
+export PATH=/bin:/sbin HOME=/root
 if [ -f /etc/swiftvm-test-command ]; then
     /bin/sh /etc/swiftvm-test-command
     echo "SWIFTVM-TEST-EXIT $?"
-    sync
-    mount -o remount,ro / 2>/dev/null
-    poweroff -f
+else
+    setsid cttyhack /bin/sh -l
 fi
-# A shell with job control on the console (ttyS0); PID 1 must not exit, so
-# power off when the shell does.
-setsid cttyhack /bin/sh -l
-sync
-mount -o remount,ro / 2>/dev/null
-poweroff -f
+poweroff
 EOF
-chmod 0755 "$tree/sbin/init"
+cat >"$tree/etc/init.d/ctrlaltdel" <<'EOF'
+#!/bin/sh
+echo "init: Ctrl-Alt-Del: rebooting"
+/bin/reboot
+EOF
+cat >"$tree/etc/init.d/shutdown" <<'EOF'
+#!/bin/sh
+# Before init stops every process: stop them here first, so that / can be
+# remounted read-only and nothing is left for the journal to replay.
+echo "init: stopping processes, remounting / read-only"
+kill -TERM -1 2>/dev/null
+sleep 1
+kill -KILL -1 2>/dev/null
+sync
+mount -o remount,ro /
+EOF
+chmod 0755 "$tree/etc/init.d/rcS" "$tree/etc/init.d/main" "$tree/etc/init.d/ctrlaltdel" "$tree/etc/init.d/shutdown"
 if [[ $have_test_command -eq 1 ]]; then
     printf '%s\n' "$test_command" >"$tree/etc/swiftvm-test-command"
 fi

@@ -4,7 +4,8 @@
 #   scripts/install-deps.sh --kernel   also what building a guest kernel needs
 set -euo pipefail
 
-packages=(gcc make binutils e2fsprogs busybox-static acpica-tools device-tree-compiler liburing-dev)
+packages=(gcc make binutils e2fsprogs busybox-static acpica-tools device-tree-compiler liburing-dev libseccomp-dev
+  iproute2 python3)
 if [[ "${1:-}" == "--kernel" ]]; then
   packages+=(linux-source-6.1 flex bison bc libelf-dev libssl-dev xz-utils patch)
 fi

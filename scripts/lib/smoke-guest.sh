@@ -4,16 +4,20 @@
 # "SMOKE <fact> <value>" line per fact; the host half judges them and checks
 # the disk images afterwards. Words on the kernel command line choose what it
 # does:
-#   smoke.mode=devices|cpus    the device checks, or only the CPU count
+#   smoke.mode=devices|cpus|api  the device checks, only the CPU count, or
+#                              the CPU count, the balloon and Ctrl-Alt-Del
+#                              for a run driven through Firecracker's API
 #   smoke.finish=poweroff|reboot
 #   smoke.token=WORD           written to the scratch drive, so the host can
 #                              tell this run's write from an old one
-mode=devices finish=poweroff token=none
+mode=devices finish=poweroff token=none net_guest="" net_host=""
 for word in $(cat /proc/cmdline); do
     case "$word" in
         smoke.mode=*) mode=${word#smoke.mode=} ;;
         smoke.finish=*) finish=${word#smoke.finish=} ;;
         smoke.token=*) token=${word#smoke.token=} ;;
+        # smoke.net=GUEST/PREFIX,HOST: eth0's address and the host end's.
+        smoke.net=*) net=${word#smoke.net=}; net_guest=${net%,*}; net_host=${net#*,} ;;
     esac
 done
 # Kernel messages would land in the middle of these lines on the shared
@@ -35,7 +39,10 @@ fact() {
 }
 
 # What each fact runs; each prints one line.
-cpus() { echo "$(grep -c ^processor /proc/cpuinfo) online $(cat /sys/devices/system/cpu/online)"; }
+cpus() {
+    count=$(grep -c ^processor /proc/cpuinfo) && online=$(cat /sys/devices/system/cpu/online) || return 1
+    echo "$count online $online"
+}
 virtio_device() {
     driver=none
     [ -e "$1/driver" ] && driver=$(basename "$(readlink "$1/driver")")
@@ -48,6 +55,8 @@ write_sector() {
     printf 'SWIFTVM-SMOKE-SECTOR %s\n' "$token" | dd of=/dev/vdb bs=512 seek=2048 conv=sync,fsync 2>/dev/null && echo done
 }
 read_sector() { dd if=/dev/vdb bs=512 skip=2048 count=1 2>/dev/null | head -n1; }
+ping_host() { ping -c 2 -W 10 "$net_host" | grep -o '[0-9]* packets received'; }
+send_tcp() { head -c 262144 /bin/busybox | nc "$net_host" 7000 && head -c 262144 /bin/busybox | md5sum | cut -d' ' -f1; }
 
 # The CPUs the kernel brought up (nproc would count only those this script
 # may run on, and it is kept to CPU 0 next).
@@ -79,10 +88,71 @@ if [ "$mode" = devices ]; then
     echo 3 >/proc/sys/vm/drop_caches
     fact sector-reread read_sector
 
+    # The network: eth0 on the host's TAP, a ping and a TCP transfer whose
+    # checksum the host compares with what it received.
+    if [ -n "$net_guest" ] && [ -e /sys/class/net/eth0 ]; then
+        ip link set eth0 up && ip addr add "$net_guest" dev eth0
+        echo "SMOKE net-mac $(cat /sys/class/net/eth0/address)"
+        fact net-ping ping_host
+        fact net-sent send_tcp
+    fi
+
+    # vsock: serve a host CONNECT on port 5000 (echo), then connect out to
+    # the host's port 6000.
+    if [ -e /dev/vsock ] && [ -x /bin/smoke-vsock ]; then
+        /bin/smoke-vsock echo 5000 120 >/tmp/vsock-echo 2>&1 &
+        echoer=$!
+        # The host connects once it sees the listener is up.
+        while ! grep -q listening /tmp/vsock-echo 2>/dev/null && kill -0 $echoer 2>/dev/null; do sleep 1; done
+        echo "SMOKE vsock-listening 5000"
+        wait $echoer
+        echo "SMOKE vsock-echo $(tail -n1 /tmp/vsock-echo)"
+        fact vsock-reply /bin/smoke-vsock send 2 6000 SWIFTVM-VSOCK-OUT
+    fi
+
     # Interrupts the serial port and the virtio devices delivered (the drivers
-    # do not poll). A line reads "  5:  12  IO-APIC  5-edge  virtio0", one
-    # count per CPU.
+    # do not poll), once every device has been used. A line reads
+    # "  5:  12  IO-APIC  5-edge  virtio0", one count per CPU.
     grep -E 'virtio|ttyS0' /proc/interrupts | awk '{ s = 0; for (i = 2; i <= NF && $i ~ /^[0-9]+$/; i++) s += $i; print "SMOKE interrupts " $NF " " s }'
+fi
+
+if [ "$mode" = api ]; then
+    # The balloon: the host sets a target over the API once it sees
+    # balloon-ready. Without deflate-on-OOM, Linux's driver takes the pages it
+    # gives back out of MemTotal, so the guest sees the balloon too.
+    # 24 MiB written to tmpfs and freed first: the host backs those pages
+    # (and the allocator hands out recently freed pages first), so the host
+    # sees its memory drop when the driver gives them back. More costs
+    # minutes under an emulating KVM, where every first touch is slow.
+    dd if=/dev/zero of=/tmp/fill bs=1M count=24 2>/dev/null
+    rm -f /tmp/fill
+    before=$(awk '/^MemTotal/ { print $2 }' /proc/meminfo)
+    echo "SMOKE memtotal-before $before"
+    echo "SMOKE balloon-ready"
+    now=$before
+    waited=0
+    while [ $((before - now)) -lt 65536 ] && [ $waited -lt 300 ]; do
+        sleep 1
+        waited=$((waited + 1))
+        now=$(awk '/^MemTotal/ { print $2 }' /proc/meminfo)
+    done
+    echo "SMOKE memtotal-after $now"
+    # The host then sets the target back to 0: the driver deflates.
+    waited=0
+    while [ "$now" -lt "$before" ] && [ $waited -lt 300 ]; do
+        sleep 1
+        waited=$((waited + 1))
+        now=$(awk '/^MemTotal/ { print $2 }' /proc/meminfo)
+    done
+    echo "SMOKE memtotal-restored $now"
+    echo "SMOKE balloon-driver $(ls /sys/bus/virtio/drivers/virtio_balloon 2>/dev/null | grep -c virtio)"
+    echo "SMOKE segfaults $(dmesg | grep -c 'segfault at')"
+    # Ctrl-Alt-Del from the host: init (BusyBox) gets SIGINT from the kernel
+    # and reboots cleanly; this script is stopped on the way.
+    sync
+    echo "SMOKE waiting-for-ctrl-alt-del"
+    sleep 300
+    echo "SMOKE no-ctrl-alt-del"
 fi
 
 echo "SMOKE segfaults $(dmesg | grep -c 'segfault at')"

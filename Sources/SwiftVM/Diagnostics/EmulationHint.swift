@@ -108,7 +108,8 @@ public struct EmulationHint: Equatable, Sendable {
         static let cx16 = "hide CMPXCHG16B: --cpu-template GuestConfigs/cpu-templates/no-cx16-no-xsave.json"
         static let xsave = "hide XSAVE: --cpu-template GuestConfigs/cpu-templates/no-cx16-no-xsave.json "
             + "and noxsave on the command line"
-        static let hypercall = "a KVM hypercall this KVM may not implement (it can re-execute it forever); "
-            + "in Linux, ptp_kvm's clock-pairing call does this: add initcall_blacklist=ptp_kvm_init"
+        static let hypercall = "a KVM hypercall this KVM may not implement (it can re-execute it forever, "
+            + "or fault patching it); in Linux, ptp_kvm's clock-pairing call does this (add "
+            + "initcall_blacklist=ptp_kvm_init), and so do paravirtual spinlocks' kvm_kick_cpu (add nopvspin)"
     }
 }
