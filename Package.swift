@@ -26,7 +26,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
     ],
     targets: [
-        .target(name: "CSwiftVM", cSettings: [.define("_GNU_SOURCE")], linkerSettings: [.linkedLibrary("uring")]),
+        .target(
+            name: "CSwiftVM", cSettings: [.define("_GNU_SOURCE")],
+            linkerSettings: [.linkedLibrary("uring"), .linkedLibrary("seccomp")]),
         .target(name: "SwiftVMMemory"),
         .target(name: "SwiftVMBoot", dependencies: ["SwiftVMMemory"]),
         .target(name: "SwiftVMInspect", dependencies: ["SwiftVMMemory", "SwiftVMBoot"]),

@@ -116,3 +116,202 @@ int svm_vsock_accept(int listener) { return accept4(listener, NULL, NULL, SOCK_N
 // --- thread names ---------------------------------------------------------------
 
 int svm_get_thread_name(char *name, unsigned long size) { return pthread_getname_np(pthread_self(), name, size); }
+
+// --- seccomp -------------------------------------------------------------------
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <seccomp.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <ucontext.h>
+
+int svm_seccomp_syscall_number(const char *name)
+{
+    int number = seccomp_syscall_resolve_name(name);
+    return number == __NR_SCMP_ERROR ? -1 : number;
+}
+
+void *svm_seccomp_filter_new(void)
+{
+    scmp_filter_ctx filter = seccomp_init(SCMP_ACT_TRAP);
+    if (filter == NULL)
+        return NULL;
+    // A binary tree of syscall numbers instead of one long chain of
+    // comparisons, and no_new_privs is set by svm_seccomp_load itself.
+    seccomp_attr_set(filter, SCMP_FLTATR_CTL_OPTIMIZE, 2);
+    seccomp_attr_set(filter, SCMP_FLTATR_CTL_NNP, 0);
+    return filter;
+}
+
+void svm_seccomp_filter_free(void *filter) { seccomp_release(filter); }
+
+int svm_seccomp_filter_add(void *filter, int syscall, int error, unsigned count, const unsigned *index,
+                           const uint64_t *mask, const uint64_t *value)
+{
+    if (count > 6)
+        return -EINVAL;
+    struct scmp_arg_cmp checks[6];
+    for (unsigned i = 0; i < count; i++) {
+        checks[i].arg = index[i];
+        checks[i].op = SCMP_CMP_MASKED_EQ;
+        checks[i].datum_a = mask[i];
+        checks[i].datum_b = value[i];
+    }
+    uint32_t action = error < 0 ? SCMP_ACT_ALLOW : SCMP_ACT_ERRNO((uint32_t)error);
+    return seccomp_rule_add_exact_array(filter, action, syscall, count, checks);
+}
+
+long svm_seccomp_filter_export(void *filter, void *buffer, unsigned long capacity)
+{
+    int fd = memfd_create("swiftvm-seccomp", MFD_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    long result = seccomp_export_bpf(filter, fd);
+    if (result == 0) {
+        off_t size = lseek(fd, 0, SEEK_CUR);
+        if (size < 0) {
+            result = -errno;
+        } else if ((unsigned long)size > capacity) {
+            result = size;  // the caller asks again with room for it
+        } else {
+            long done = 0;
+            while (done < size) {
+                ssize_t got = pread(fd, (char *)buffer + done, (size_t)(size - done), done);
+                if (got <= 0) {
+                    done = got < 0 ? -errno : -EIO;
+                    break;
+                }
+                done += got;
+            }
+            result = done < 0 ? done : size;
+        }
+    }
+    close(fd);
+    return result;
+}
+
+int svm_seccomp_load(const void *program, unsigned long bytes)
+{
+    struct sock_fprog fprog = {
+        .len = (unsigned short)(bytes / sizeof(struct sock_filter)),
+        .filter = (struct sock_filter *)program,
+    };
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+        return -errno;
+    if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &fprog) != 0)
+        return -errno;
+    return 0;
+}
+
+// The SIGSYS handler's view: syscall names looked up in advance, the exit
+// status, and each thread's label. It only formats into a stack buffer,
+// write(2)s it and _exit(2)s: every filter allows both.
+#define SVM_SECCOMP_NAMES 512
+static char *svm_seccomp_names[SVM_SECCOMP_NAMES];
+static volatile int svm_seccomp_status = 148;
+static __thread char svm_seccomp_label[64];
+static struct termios svm_seccomp_terminal;
+static volatile int svm_seccomp_terminal_fd = -1;
+
+void svm_seccomp_keep_terminal(int fd)
+{
+    if (tcgetattr(fd, &svm_seccomp_terminal) == 0)
+        svm_seccomp_terminal_fd = fd;
+}
+
+void svm_seccomp_set_thread_label(const char *label)
+{
+    strncpy(svm_seccomp_label, label, sizeof svm_seccomp_label - 1);
+    svm_seccomp_label[sizeof svm_seccomp_label - 1] = '\0';
+}
+
+struct svm_line {
+    char text[512];
+    size_t length;
+};
+
+static void svm_line_add(struct svm_line *line, const char *text)
+{
+    while (*text && line->length < sizeof line->text - 1)
+        line->text[line->length++] = *text++;
+}
+
+static void svm_line_number(struct svm_line *line, unsigned long long value, int hex)
+{
+    char digits[24];
+    int count = 0;
+    unsigned base = hex ? 16 : 10;
+    do {
+        digits[count++] = "0123456789abcdef"[value % base];
+        value /= base;
+    } while (value && count < (int)sizeof digits);
+    if (hex)
+        svm_line_add(line, "0x");
+    while (count > 0 && line->length < sizeof line->text - 1)
+        line->text[line->length++] = digits[--count];
+}
+
+static void svm_seccomp_trap(int signal, siginfo_t *info, void *context)
+{
+    (void)signal;
+    struct svm_line line = {.length = 0};
+    int number = info->si_syscall;
+    const greg_t *registers = ((ucontext_t *)context)->uc_mcontext.gregs;
+    svm_line_add(&line, "swiftvm: error: seccomp: thread ");
+    svm_line_add(&line, svm_seccomp_label[0] ? svm_seccomp_label : "(inherited filter)");
+    svm_line_add(&line, " made a system call its filter does not allow: ");
+    if (number >= 0 && number < SVM_SECCOMP_NAMES && svm_seccomp_names[number])
+        svm_line_add(&line, svm_seccomp_names[number]);
+    else
+        svm_line_add(&line, "unknown");
+    svm_line_add(&line, " (");
+    svm_line_number(&line, (unsigned long long)number, 0);
+    svm_line_add(&line, ")");
+    if (number == SYS_ioctl) {
+        svm_line_add(&line, " with request ");
+        svm_line_number(&line, (unsigned long long)registers[REG_RSI] & 0xffffffffULL, 1);
+    } else {
+        svm_line_add(&line, " with arguments ");
+        svm_line_number(&line, (unsigned long long)registers[REG_RDI], 1);
+        svm_line_add(&line, ", ");
+        svm_line_number(&line, (unsigned long long)registers[REG_RSI], 1);
+        svm_line_add(&line, ", ");
+        svm_line_number(&line, (unsigned long long)registers[REG_RDX], 1);
+    }
+    svm_line_add(&line, "; exiting with status ");
+    svm_line_number(&line, (unsigned long long)svm_seccomp_status, 0);
+    svm_line_add(&line, " (see docs/security.md)\n");
+    if (svm_seccomp_terminal_fd >= 0)
+        tcsetattr(svm_seccomp_terminal_fd, TCSANOW, &svm_seccomp_terminal);
+    size_t done = 0;
+    while (done < line.length) {
+        ssize_t written = write(2, line.text + done, line.length - done);
+        if (written <= 0)
+            break;
+        done += (size_t)written;
+    }
+    _exit(svm_seccomp_status);
+}
+
+int svm_seccomp_install_trap_handler(int status)
+{
+    svm_seccomp_status = status;
+    for (int number = 0; number < SVM_SECCOMP_NAMES; number++) {
+        if (!svm_seccomp_names[number])
+            svm_seccomp_names[number] = seccomp_syscall_resolve_num_arch(SCMP_ARCH_NATIVE, number);
+    }
+    struct sigaction action;
+    memset(&action, 0, sizeof action);
+    action.sa_sigaction = svm_seccomp_trap;
+    action.sa_flags = SA_SIGINFO;
+    sigfillset(&action.sa_mask);
+    return sigaction(SIGSYS, &action, NULL) == 0 ? 0 : -errno;
+}
+
+long svm_seccomp_probe_call(long number, unsigned long a0, unsigned long a1, unsigned long a2, unsigned long a3,
+                            unsigned long a4, unsigned long a5)
+{
+    long result = syscall(number, a0, a1, a2, a3, a4, a5);
+    return result < 0 ? -errno : result;
+}

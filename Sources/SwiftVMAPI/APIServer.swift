@@ -40,6 +40,12 @@ final class APIServer: Sendable {
         self.group = group
     }
 
+    /// Loads the API thread's seccomp filter on SwiftNIO's event-loop thread
+    /// itself, and returns once it is loaded (docs/security.md).
+    func installSeccomp(_ filters: SeccompFilters) throws {
+        try channel.eventLoop.submit { try filters.install(.api) }.wait()
+    }
+
     /// Stops serving and removes the socket file.
     func close() {
         try? channel.close().wait()

@@ -275,6 +275,8 @@ final class FirecrackerController: Sendable {
             if drive.isRootDevice, let other = drives.first(where: { $0.isRootDevice }) {
                 return .badRequest("A root block device already exists (\(other.driveId)); only one drive can hold /.")
             }
+            var drive = drive
+            drive.rateLimiter = Self.normalized(drive.rateLimiter)
             drives.append(drive)
             do throws(VMConfigError) {
                 _ = try Self.driveConfig(drive)
@@ -299,27 +301,32 @@ final class FirecrackerController: Sendable {
         guard patch.driveId == id else {
             return .badRequest("The id from the path (\(id)) does not match the id from the body (\(patch.driveId)).")
         }
+        let limiter: RateLimiterConfig?
+        do throws(VMConfigError) { limiter = try patch.rateLimiter.map { (model) throws(VMConfigError) in
+            try Self.rateLimiterFields(model, field: "rate_limiter")
+        } } catch { return .badRequest(error.description) }
         return state.withLock { state in
             guard let index = state.pending.drives.firstIndex(where: { $0.driveId == id }) else {
                 return .badRequest("Drive \(id) does not exist: PUT /drives/\(id) first.")
             }
-            if state.vm != nil {
+            if let vm = state.vm {
                 // After boot Firecracker swaps the backing file; swiftvm keeps
                 // the one it opened and says so rather than pretend.
                 if patch.pathOnHost != nil {
                     return .badRequest("path_on_host: swiftvm cannot change a drive's backing file while the "
                         + "guest runs; configure it before InstanceStart.")
                 }
-                if patch.rateLimiter != nil {
-                    return .badRequest("rate_limiter: drive rate limiters are not supported by swiftvm yet.")
+                if let limiter {
+                    do throws(VMMError) { try vm.updateRateLimiter(.drive(id), RateLimiterUpdate(patch: limiter)) } catch {
+                        return .badRequest("rate_limiter: \(error.message)")
+                    }
                 }
-                return .noContent
-            }
-            if let path = patch.pathOnHost {
+            } else if let path = patch.pathOnHost {
                 if let problem = Self.checkReadable(path, "drive image") { return .badRequest(problem) }
                 state.pending.drives[index].pathOnHost = path
             }
-            if let limiter = patch.rateLimiter { state.pending.drives[index].rateLimiter = limiter }
+            let current = state.pending.drives[index].rateLimiter
+            state.pending.drives[index].rateLimiter = Self.merged(current, patch: patch.rateLimiter)
             return .noContent
         }
     }
@@ -340,9 +347,7 @@ final class FirecrackerController: Sendable {
             }
             config.ioEngine = value
         }
-        if drive.rateLimiter != nil {
-            throw .invalid("rate_limiter: drive rate limiters are not supported by swiftvm yet")
-        }
+        config.rateLimiter = try rateLimiterConfig(drive.rateLimiter, field: "rate_limiter")
         try config.validate()
         return config
     }
@@ -358,6 +363,9 @@ final class FirecrackerController: Sendable {
             if let other = pending.networkInterfaces.first(where: { $0.ifaceId != id && $0.hostDevName == net.hostDevName }) {
                 return .badRequest("The host device \(net.hostDevName) is already used by interface \(other.ifaceId).")
             }
+            var net = net
+            net.rxRateLimiter = Self.normalized(net.rxRateLimiter)
+            net.txRateLimiter = Self.normalized(net.txRateLimiter)
             if let index = pending.networkInterfaces.firstIndex(where: { $0.ifaceId == id }) {
                 pending.networkInterfaces[index] = net
             } else {
@@ -371,13 +379,32 @@ final class FirecrackerController: Sendable {
         guard patch.ifaceId == id else {
             return .badRequest("The id from the path (\(id)) does not match the id from the body (\(patch.ifaceId)).")
         }
+        let rx: RateLimiterConfig?
+        let tx: RateLimiterConfig?
+        do throws(VMConfigError) {
+            rx = try patch.rxRateLimiter.map { (model) throws(VMConfigError) in
+                try Self.rateLimiterFields(model, field: "rx_rate_limiter")
+            }
+            tx = try patch.txRateLimiter.map { (model) throws(VMConfigError) in
+                try Self.rateLimiterFields(model, field: "tx_rate_limiter")
+            }
+        } catch { return .badRequest(error.description) }
         return state.withLock { state in
-            guard state.pending.networkInterfaces.contains(where: { $0.ifaceId == id }) else {
+            guard let index = state.pending.networkInterfaces.firstIndex(where: { $0.ifaceId == id }) else {
                 return .badRequest("Network interface \(id) does not exist: PUT /network-interfaces/\(id) first.")
             }
-            if patch.rxRateLimiter != nil || patch.txRateLimiter != nil {
-                return .badRequest("rx_rate_limiter/tx_rate_limiter: network rate limiters are not supported by swiftvm yet.")
+            if let vm = state.vm {
+                do throws(VMMError) {
+                    if let rx { try vm.updateRateLimiter(.netReceive(id), RateLimiterUpdate(patch: rx)) }
+                    if let tx { try vm.updateRateLimiter(.netTransmit(id), RateLimiterUpdate(patch: tx)) }
+                } catch {
+                    return .badRequest("rx_rate_limiter/tx_rate_limiter: \(error.message)")
+                }
             }
+            var net = state.pending.networkInterfaces[index]
+            net.rxRateLimiter = Self.merged(net.rxRateLimiter, patch: patch.rxRateLimiter)
+            net.txRateLimiter = Self.merged(net.txRateLimiter, patch: patch.txRateLimiter)
+            state.pending.networkInterfaces[index] = net
             return .noContent
         }
     }
@@ -391,9 +418,8 @@ final class FirecrackerController: Sendable {
             config.mac = bytes
         }
         if net.mtu != nil { throw .invalid("mtu: setting the MTU is not supported by swiftvm; leave it out") }
-        if net.rxRateLimiter != nil || net.txRateLimiter != nil {
-            throw .invalid("rx_rate_limiter/tx_rate_limiter: network rate limiters are not supported by swiftvm yet")
-        }
+        config.rxRateLimiter = try rateLimiterConfig(net.rxRateLimiter, field: "rx_rate_limiter")
+        config.txRateLimiter = try rateLimiterConfig(net.txRateLimiter, field: "tx_rate_limiter")
         try config.validate()
         return config
     }
@@ -409,13 +435,64 @@ final class FirecrackerController: Sendable {
     }
 
     private func putEntropy(_ entropy: EntropyDevice) -> Reply {
-        if entropy.rateLimiter != nil {
-            return .badRequest("rate_limiter: entropy rate limiters are not supported by swiftvm yet.")
+        do throws(VMConfigError) { _ = try Self.rateLimiterConfig(entropy.rateLimiter, field: "rate_limiter") } catch {
+            return .badRequest(error.description)
         }
         return preBoot { pending in
-            pending.entropy = entropy
+            pending.entropy = EntropyDevice(rateLimiter: Self.normalized(entropy.rateLimiter))
             return .noContent
         }
+    }
+
+    // MARK: - Rate limiters
+
+    /// The buckets `model` gives, checked; `field` names it in messages.
+    /// Buckets that limit nothing (size or refill_time 0) stay: in a PATCH
+    /// they turn that limit off, as in Firecracker.
+    static func rateLimiterFields(_ model: RateLimiter, field: String) throws(VMConfigError) -> RateLimiterConfig {
+        func bucket(_ bucket: TokenBucket?, _ name: String) throws(VMConfigError) -> TokenBucketConfig? {
+            guard let bucket else { return nil }
+            guard bucket.refillTime <= TokenBucketConfig.maxRefillTimeMilliseconds else {
+                throw .invalid("\(field).\(name).refill_time: \(bucket.refillTime) ms is too long; "
+                    + "at most \(TokenBucketConfig.maxRefillTimeMilliseconds) ms")
+            }
+            return TokenBucketConfig(
+                size: bucket.size, oneTimeBurst: bucket.oneTimeBurst ?? 0, refillTimeMilliseconds: bucket.refillTime)
+        }
+        return RateLimiterConfig(bandwidth: try bucket(model.bandwidth, "bandwidth"), ops: try bucket(model.ops, "ops"))
+    }
+
+    /// A configured limiter in swiftvm's model: the buckets that limit; nil
+    /// when none does.
+    static func rateLimiterConfig(_ model: RateLimiter?, field: String) throws(VMConfigError) -> RateLimiterConfig? {
+        guard let model else { return nil }
+        let all = try rateLimiterFields(model, field: field)
+        let kept = RateLimiterConfig(
+            bandwidth: all.bandwidth.flatMap { $0.limits ? $0 : nil }, ops: all.ops.flatMap { $0.limits ? $0 : nil })
+        return kept.limits ? kept : nil
+    }
+
+    /// A limiter as `GET /vm/config` shows it, as Firecracker does: only
+    /// buckets that limit, `one_time_burst` only when not 0, nothing when no
+    /// bucket limits.
+    static func normalized(_ model: RateLimiter?) -> RateLimiter? {
+        func bucket(_ bucket: TokenBucket?) -> TokenBucket? {
+            guard var bucket, bucket.size > 0, bucket.refillTime > 0 else { return nil }
+            if bucket.oneTimeBurst == 0 { bucket.oneTimeBurst = nil }
+            return bucket
+        }
+        let result = RateLimiter(bandwidth: bucket(model?.bandwidth), ops: bucket(model?.ops))
+        return result.bandwidth == nil && result.ops == nil ? nil : result
+    }
+
+    /// `current` after Firecracker's PATCH: each bucket `patch` gives
+    /// replaces the old one; the others stay.
+    static func merged(_ current: RateLimiter?, patch: RateLimiter?) -> RateLimiter? {
+        guard let patch else { return current }
+        var result = current ?? RateLimiter()
+        if let bandwidth = patch.bandwidth { result.bandwidth = bandwidth }
+        if let ops = patch.ops { result.ops = ops }
+        return normalized(result)
     }
 
     private func putBalloon(_ balloon: Balloon) -> Reply {
@@ -600,6 +677,9 @@ final class FirecrackerController: Sendable {
         config.balloon = pending.balloon.map(balloonConfig)
         // Firecracker attaches an entropy device only when asked to.
         config.entropyDevice = pending.entropy != nil
+        do { config.entropyRateLimiter = try rateLimiterConfig(pending.entropy?.rateLimiter, field: "entropy.rate_limiter") } catch {
+            throw VMMError(.usage, error.description)
+        }
         do { try config.validate() } catch { throw VMMError(.usage, error.description) }
         return config
     }

@@ -21,6 +21,11 @@ public enum FirecrackerProcess {
         public var module: String?
         public var metricsPath: String?
         public var maxPayload = 51200
+        /// Firecracker's `--no-seccomp`: no seccomp filters (docs/security.md).
+        public var noSeccomp = false
+        /// Firecracker's `--seccomp-filter`: a filter file (swiftvm's JSON
+        /// format) instead of the built-in lists.
+        public var seccompFilter: String?
 
         public init() {}
     }
@@ -31,6 +36,9 @@ public enum FirecrackerProcess {
         public static let genericError: Int32 = 1
         public static let badConfiguration: Int32 = 152
         public static let argumentParsing: Int32 = 153
+        /// A thread made a system call its seccomp filter does not allow (the
+        /// SIGSYS handler exits with it; docs/security.md).
+        public static let badSyscall: Int32 = SeccompFilters.violationStatus
     }
 
     /// Runs until the guest stops (or a termination signal); returns the
@@ -59,6 +67,20 @@ public enum FirecrackerProcess {
             return ExitCode.argumentParsing
         }
         logger.info("Running swiftvm (Firecracker API \(FirecrackerController.version))")
+        if let note = SeccompFilterFile.rootNote { logger.info("\(note)") }
+
+        // Seccomp (docs/security.md): the VMs the API or the config file
+        // builds load their threads' filters; the vCPU kick's handler is set
+        // now, so that the API thread need not change signal handlers.
+        let seccomp: SeccompFilters?
+        do { seccomp = try SeccompFilterFile.filters(disabled: options.noSeccomp, file: options.seccompFilter) } catch {
+            logger.error("\(error.message)")
+            return ExitCode.argumentParsing
+        }
+        if let seccomp {
+            VMConfig.defaultSeccomp = seccomp
+            Signals.installVCPUKickHandler()
+        }
 
         // Termination signals: before the VM runs they end the process; after,
         // they stop the VM and the process ends with its exit reason.
@@ -94,6 +116,12 @@ public enum FirecrackerProcess {
             }
         }
         defer { server?.close() }
+        if let server, let seccomp {
+            do { try server.installSeccomp(seccomp) } catch {
+                logger.error("\(error)")
+                return ExitCode.genericError
+            }
+        }
 
         if let path = options.configFile {
             let bytes: [UInt8]
@@ -139,6 +167,8 @@ public enum FirecrackerProcess {
         if metrics.isConfigured {
             vm.events.addTimer(afterMilliseconds: 60_000, periodMilliseconds: 60_000) { metrics.flush(vm: vm) }
         }
+        // Last: the VM's threads and the API's have loaded theirs.
+        do { try seccomp?.install(.main) } catch { vm.stop(because: .vmmError("\(error)")) }
         let reason = vm.wait()
         if metrics.isConfigured { metrics.flush(vm: vm) }
         if reason.isClean {

@@ -52,6 +52,14 @@ struct FirecrackerCommand: ParsableCommand {
     @Option(name: .customLong("http-api-max-payload-size"), help: "The largest request body the API accepts, in bytes.")
     var httpAPIMaxPayloadSize: Int = 51200
 
+    @Flag(name: .customLong("no-seccomp"), help: "Run without seccomp filters (docs/security.md).")
+    var noSeccomp = false
+
+    @Option(name: .customLong("seccomp-filter"), help: ArgumentHelp(
+        "A seccomp filter file replacing the built-in allow-lists: swiftvm's JSON format, not Firecracker's BPF (docs/security.md).",
+        valueName: "file"))
+    var seccompFilter: String?
+
     // Passed by Firecracker's jailer; accepted and not needed.
     @Option(name: .customLong("start-time-us"), help: .hidden) var startTimeUs: UInt64?
     @Option(name: .customLong("start-time-cpu-us"), help: .hidden) var startTimeCPUUs: UInt64?
@@ -62,6 +70,9 @@ struct FirecrackerCommand: ParsableCommand {
             throw ValidationError("--no-api needs --config-file: without the API, the config file is the only way to configure the microVM")
         }
         guard httpAPIMaxPayloadSize > 0 else { throw ValidationError("--http-api-max-payload-size must be positive") }
+        if noSeccomp && seccompFilter != nil {
+            throw ValidationError("--no-seccomp and --seccomp-filter contradict each other; give one")
+        }
     }
 
     func run() throws {
@@ -77,6 +88,8 @@ struct FirecrackerCommand: ParsableCommand {
         options.module = module
         options.metricsPath = metricsPath
         options.maxPayload = httpAPIMaxPayloadSize
+        options.noSeccomp = noSeccomp
+        options.seccompFilter = seccompFilter
         let status = FirecrackerProcess.run(options)
         throw ExitCode(status)
     }

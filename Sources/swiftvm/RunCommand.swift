@@ -37,12 +37,12 @@ struct RunCommand: ParsableCommand {
     var rootfs: String?
 
     @Option(help: ArgumentHelp(
-        "A virtio-block drive (repeatable): id=NAME,path=FILE[,ro][,root][,cache=unsafe|writeback][,engine=sync|async][,partuuid=UUID].",
+        "A virtio-block drive (repeatable): id=NAME,path=FILE[,ro][,root][,cache=unsafe|writeback][,engine=sync|async][,partuuid=UUID][,bw=SIZE/REFILL_MS[/BURST]][,ops=SIZE/REFILL_MS[/BURST]].",
         valueName: "spec"))
     var drive: [String] = []
 
     @Option(help: ArgumentHelp(
-        "A virtio-net interface on a host TAP device (repeatable): id=NAME,tap=TAPNAME[,mac=XX:XX:XX:XX:XX:XX].",
+        "A virtio-net interface on a host TAP device (repeatable): id=NAME,tap=TAPNAME[,mac=XX:XX:XX:XX:XX:XX][,rx-bw=B][,rx-ops=B][,tx-bw=B][,tx-ops=B], B a rate limit SIZE/REFILL_MS[/BURST].",
         valueName: "spec"))
     var net: [String] = []
 
@@ -62,6 +62,11 @@ struct RunCommand: ParsableCommand {
     @Flag(help: "Do not attach the virtio-rng entropy device.")
     var noRNG = false
 
+    @Option(help: ArgumentHelp(
+        "Rate-limit the virtio-rng device: bw=SIZE/REFILL_MS[/BURST],ops=SIZE/REFILL_MS[/BURST] (either or both; SIZE in bytes or requests, K/M/G suffixes).",
+        valueName: "spec"))
+    var rngLimit: String?
+
     @Flag(help: "Skip the checks of the kernel and root drive before boot.")
     var noPreflight = false
 
@@ -80,6 +85,13 @@ struct RunCommand: ParsableCommand {
     @Option(help: "A CPU template (Firecracker's custom template JSON) applied to the guest's CPUID and MSRs.")
     var cpuTemplate: String?
 
+    @Flag(help: "Run without seccomp filters (by default every thread runs under an allow-list; docs/security.md).")
+    var noSeccomp = false
+
+    @Option(help: ArgumentHelp(
+        "A seccomp filter file (JSON) replacing the built-in allow-lists; see docs/security.md.", valueName: "file"))
+    var seccompFilter: String?
+
     @Option(help: ArgumentHelp("Seconds of an empty guest console before swiftvm says why that happens (0: never).", visibility: .hidden))
     var consoleSilenceWarning: Int = 20
 
@@ -97,6 +109,9 @@ struct RunCommand: ParsableCommand {
         }
         guard (VMConfig.minMemoryMiB...VMConfig.maxMemoryMiB).contains(memory) else {
             throw ValidationError("--memory must be between \(VMConfig.minMemoryMiB) and \(VMConfig.maxMemoryMiB) MiB; got \(memory)")
+        }
+        if noSeccomp && seccompFilter != nil {
+            throw ValidationError("--no-seccomp and --seccomp-filter contradict each other; give one")
         }
     }
 
@@ -117,10 +132,18 @@ struct RunCommand: ParsableCommand {
         config.acpi = !noACPI
         config.entropyDevice = !noRNG
         config.preflight = !noPreflight
+        let seccomp: SeccompFilters?
+        do { seccomp = try SeccompFilterFile.filters(disabled: noSeccomp, file: seccompFilter) } catch {
+            Log.error(error.description)
+            throw ExitCode(error.exitCode)
+        }
+        config.seccomp = seccomp.map { .on($0) } ?? .off
+        if let note = SeccompFilterFile.rootNote { Log.info(note) }
         do {
             if let rootfs { config.drives.append(DriveConfig(id: "rootfs", path: rootfs, isRootDevice: true)) }
             for spec in drive { config.drives.append(try DriveConfig.parse(spec)) }
             config.netInterfaces = try net.map { (spec) throws(VMConfigError) in try NetConfig.parse(spec) }
+            if let rngLimit { config.entropyRateLimiter = try RateLimiterConfig.parseEntropyLimit(rngLimit) }
             config.vsock = try vsock.map { (spec) throws(VMConfigError) in try VsockConfig.parse(spec) }
             config.balloon = try balloon.map { (spec) throws(VMConfigError) in try BalloonConfig.parse(spec) }
             try config.validate()
@@ -133,7 +156,7 @@ struct RunCommand: ParsableCommand {
             Log.error(error.description)
             throw ExitCode(error.exitCode)
         }
-        let reason = try Self.run(vm, interactive: interactive)
+        let reason = try Self.run(vm, interactive: interactive, seccomp: seccomp)
         // A clean exit with an empty console is a guest that chose to be quiet.
         if let diagnosis = vm.bootDiagnosis, !(reason.isClean && vm.machineWasSilent) {
             Log.warning(diagnosis)
@@ -152,7 +175,7 @@ struct RunCommand: ParsableCommand {
     /// are reported as the exit reason), SIGUSR1 prints the vCPUs' registers,
     /// SIGPIPE is ignored, and an interactive terminal is in raw mode for the
     /// run. This is the process policy the library leaves to its front end.
-    static func run(_ vm: MicroVM, interactive: Bool) throws -> VMExitReason {
+    static func run(_ vm: MicroVM, interactive: Bool, seccomp: SeccompFilters? = nil) throws -> VMExitReason {
         signal(SIGPIPE, SIG_IGN)
         let signals: FileDescriptor
         do { signals = try Signals.signalDescriptor(for: Signals.termination + [Signals.stateReport]) } catch {
@@ -174,6 +197,7 @@ struct RunCommand: ParsableCommand {
             throw ExitCode(error.exitCode)
         }
         if interactive {
+            if seccomp != nil { SeccompFilters.restoreTerminalOnViolation(0) }
             do { try Terminal.enterRawMode(0) } catch {
                 Log.warning("cannot put the terminal in raw mode (\(error)); input is line-buffered")
             }
@@ -184,6 +208,8 @@ struct RunCommand: ParsableCommand {
             Log.error(error.description)
             throw ExitCode(error.exitCode)
         }
+        // Last: the VM's threads have loaded theirs (docs/security.md).
+        do { try seccomp?.install(.main) } catch { vm.stop(because: .vmmError("\(error)")) }
         return vm.wait()
     }
 }

@@ -60,7 +60,7 @@ struct ExitStatusTests {
         "internalError": ExitStatus.internalError, "hostResource": ExitStatus.hostResource, "undecided": ExitStatus.undecided,
         "guestTripleFault": ExitStatus.guestTripleFault, "kvmInternalError": ExitStatus.kvmInternalError,
         "kvmFailEntry": ExitStatus.kvmFailEntry, "guestCrash": ExitStatus.guestCrash, "userQuit": ExitStatus.userQuit,
-        "stoppedByHost": ExitStatus.stoppedByHost,
+        "stoppedByHost": ExitStatus.stoppedByHost, "badSyscall": ExitStatus.badSyscall,
     ]
 
     /// One value of each `VMMError.Kind`.
@@ -159,6 +159,9 @@ struct ExitStatusTests {
         // What the library's errors and exit reasons produce, and what the commands throw themselves.
         var produced = Set(Self.errorKinds.map { Documented.status(VMMError($0, "x").exitCode) })
         produced.formUnion(Self.exitReasons.map(Self.documented))
+        // The SIGSYS handler of the seccomp filters exits with it (docs/security.md).
+        #expect(ExitStatus.badSyscall == SeccompFilters.violationStatus)
+        produced.insert(.status(SeccompFilters.violationStatus))
         let commands = try FileManager.default.contentsOfDirectory(atPath: Self.root.appendingPathComponent("Sources/swiftvm").path)
         for file in commands where file.hasSuffix(".swift") {
             let text = try Self.read("Sources/swiftvm/\(file)")
@@ -177,6 +180,7 @@ struct ExitStatusTests {
         let own: [Int32] = [
             FirecrackerProcess.ExitCode.ok, FirecrackerProcess.ExitCode.genericError,
             FirecrackerProcess.ExitCode.badConfiguration, FirecrackerProcess.ExitCode.argumentParsing,
+            FirecrackerProcess.ExitCode.badSyscall,
         ]
         // FirecrackerProcess.run returns its own codes, or a stopped VM's reason.
         var produced = Set(own.map(Documented.status))

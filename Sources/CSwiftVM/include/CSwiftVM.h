@@ -143,3 +143,45 @@ int svm_vsock_accept(int listener);
 static inline void svm_set_immediate_exit(struct kvm_run *run, unsigned char value) {
     __atomic_store_n(&run->immediate_exit, value, __ATOMIC_SEQ_CST);
 }
+
+// --- seccomp -------------------------------------------------------------------
+// Per-thread seccomp filters (docs/security.md). An allow-list is compiled with
+// libseccomp into a classic BPF program once, before any thread runs under a
+// filter; a thread then loads its program with two system calls and nothing
+// else (prctl PR_SET_NO_NEW_PRIVS, seccomp SECCOMP_SET_MODE_FILTER). A call no
+// rule allows raises SIGSYS (SECCOMP_RET_TRAP), whose handler names the call
+// and the thread on standard error and ends the process.
+
+/// The number of system call `name` on this machine's architecture, or -1
+/// when libseccomp does not know the name.
+int svm_seccomp_syscall_number(const char *name);
+/// A new allow-list under construction; NULL when libseccomp cannot make one.
+void *svm_seccomp_filter_new(void);
+/// Frees a filter made by svm_seccomp_filter_new.
+void svm_seccomp_filter_free(void *filter);
+/// Adds one rule for `syscall`: the call is allowed (`error` < 0) or fails
+/// with errno `error`, when all `count` argument checks hold:
+/// (argument[index[i]] & mask[i]) == value[i]. Returns 0 or a negative errno.
+int svm_seccomp_filter_add(void *filter, int syscall, int error, unsigned count, const unsigned *index,
+                           const uint64_t *mask, const uint64_t *value);
+/// The filter as a BPF program (an array of struct sock_filter): copies at
+/// most `capacity` bytes to `buffer` and returns the program's size in
+/// bytes, or a negative errno.
+long svm_seccomp_filter_export(void *filter, void *buffer, unsigned long capacity);
+/// Sets no_new_privs and installs `program` (`bytes` long) on the calling
+/// thread only. Returns 0 or a negative errno.
+int svm_seccomp_load(const void *program, unsigned long bytes);
+/// Installs the process's SIGSYS handler (again only to change `status`):
+/// a trapped call writes one line naming it and the thread, then the
+/// process exits with `status`. Names of all system calls are looked up
+/// here, so the handler itself only calls write(2) and _exit(2).
+int svm_seccomp_install_trap_handler(int status);
+/// How the calling thread is named in a violation report (at most 63 bytes).
+void svm_seccomp_set_thread_label(const char *label);
+/// Remembers the settings of terminal `fd` (0) as they are now, so that the
+/// SIGSYS handler puts them back (TCSETS) before the process ends.
+void svm_seccomp_keep_terminal(int fd);
+/// syscall(2) with six arguments, for `swiftvm seccomp-probe`; returns its
+/// result, or -errno.
+long svm_seccomp_probe_call(long number, unsigned long a0, unsigned long a1, unsigned long a2, unsigned long a3,
+                            unsigned long a4, unsigned long a5);

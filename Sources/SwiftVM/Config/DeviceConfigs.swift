@@ -25,6 +25,120 @@ struct DeviceSpec {
     }
 }
 
+/// One token bucket of a rate limiter, in the terms of Firecracker's
+/// `TokenBucket`: `size` tokens (bytes or operations) at most, refilled from
+/// empty to full in `refillTimeMilliseconds`, and `oneTimeBurst` tokens more
+/// at the start that are spent first and never refill. A bucket with no size
+/// or no refill time limits nothing, as in Firecracker.
+public struct TokenBucketConfig: Sendable, Equatable {
+    public var size: UInt64
+    public var oneTimeBurst: UInt64
+    public var refillTimeMilliseconds: UInt64
+
+    public init(size: UInt64, oneTimeBurst: UInt64 = 0, refillTimeMilliseconds: UInt64) {
+        self.size = size
+        self.oneTimeBurst = oneTimeBurst
+        self.refillTimeMilliseconds = refillTimeMilliseconds
+    }
+
+    /// Whether the bucket limits anything.
+    public var limits: Bool { size > 0 && refillTimeMilliseconds > 0 }
+
+    /// The longest refill time: its nanoseconds must fit 64 bits (about 584 years).
+    public static let maxRefillTimeMilliseconds: UInt64 = UInt64.max / 1_000_000
+
+    /// Checks the values; `field` names the bucket in the message.
+    public func validate(_ field: String) throws(VMConfigError) {
+        guard refillTimeMilliseconds <= Self.maxRefillTimeMilliseconds else {
+            throw .invalid("\(field): refill time \(refillTimeMilliseconds) ms is too long; "
+                + "at most \(Self.maxRefillTimeMilliseconds) ms")
+        }
+    }
+
+    /// Parses the CLI form `SIZE/REFILL_MS[/BURST]`, where SIZE and BURST
+    /// take a K, M or G suffix (1024, 1024², 1024³): `1M/1000` is 1 MiB a second.
+    public static func parse(_ text: String, option: String, key: String) throws(VMConfigError) -> TokenBucketConfig {
+        let usage = "\(option): \(key)=\(text) is not SIZE/REFILL_MS[/BURST] "
+            + "(e.g. \(key)=\(key.hasSuffix("ops") ? "1000/1000 for 1000 a second" : "1M/1000 for 1 MiB a second"); "
+            + "SIZE and BURST may end in K, M or G)"
+        let parts = text.split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count == 2 || parts.count == 3,
+            let size = quantity(parts[0]), let refill = UInt64(parts[1]),
+            let burst = parts.count == 3 ? quantity(parts[2]) : 0
+        else { throw .invalid(usage) }
+        guard size > 0 else { throw .invalid("\(option): \(key)=\(text): the size must be above 0 (leave \(key)= out for no limit)") }
+        guard refill > 0 else {
+            throw .invalid("\(option): \(key)=\(text): the refill time must be at least 1 ms (leave \(key)= out for no limit)")
+        }
+        let bucket = TokenBucketConfig(size: size, oneTimeBurst: burst, refillTimeMilliseconds: refill)
+        try bucket.validate("\(option): \(key)")
+        return bucket
+    }
+
+    /// `4096`, `64K`, `1M`, `2G`; nil for anything else or an overflow.
+    static func quantity(_ text: Substring) -> UInt64? {
+        guard let last = text.last else { return nil }
+        let shift: UInt64
+        switch last {
+        case "k", "K": shift = 10
+        case "m", "M": shift = 20
+        case "g", "G": shift = 30
+        default: return UInt64(text)
+        }
+        guard let value = UInt64(text.dropLast()) else { return nil }
+        let (result, overflow) = value.multipliedReportingOverflow(by: 1 << shift)
+        return overflow ? nil : result
+    }
+}
+
+/// A rate limiter, in the terms of Firecracker's `RateLimiter`: a bandwidth
+/// bucket (bytes) and an operations bucket (requests or frames), either or
+/// both; a nil bucket is no limit of that kind.
+public struct RateLimiterConfig: Sendable, Equatable {
+    public var bandwidth: TokenBucketConfig?
+    public var ops: TokenBucketConfig?
+
+    public init(bandwidth: TokenBucketConfig? = nil, ops: TokenBucketConfig? = nil) {
+        self.bandwidth = bandwidth
+        self.ops = ops
+    }
+
+    /// Whether either bucket limits anything.
+    public var limits: Bool { bandwidth?.limits == true || ops?.limits == true }
+
+    /// Checks both buckets; `field` names the limiter in messages.
+    public func validate(_ field: String) throws(VMConfigError) {
+        try bandwidth?.validate("\(field) bandwidth")
+        try ops?.validate("\(field) ops")
+    }
+
+    /// The limiter from the CLI keys `bandwidthKey=` and `opsKey=` of a
+    /// parsed device spec; nil when neither is given.
+    static func parse(
+        _ fields: [String: String], bandwidthKey: String, opsKey: String, option: String
+    ) throws(VMConfigError) -> RateLimiterConfig? {
+        let bandwidth = try fields[bandwidthKey].map { (text) throws(VMConfigError) in
+            try TokenBucketConfig.parse(text, option: option, key: bandwidthKey)
+        }
+        let ops = try fields[opsKey].map { (text) throws(VMConfigError) in
+            try TokenBucketConfig.parse(text, option: option, key: opsKey)
+        }
+        guard bandwidth != nil || ops != nil else { return nil }
+        return RateLimiterConfig(bandwidth: bandwidth, ops: ops)
+    }
+
+    /// Parses `--rng-limit`: `bw=SIZE/REFILL_MS[/BURST],ops=SIZE/REFILL_MS[/BURST]`.
+    public static func parseEntropyLimit(_ spec: String) throws(VMConfigError) -> RateLimiterConfig {
+        let option = "--rng-limit \(spec)"
+        let parsed = try DeviceSpec(spec, option: "--rng-limit", keys: ["bw", "ops"], flags: [])
+        if let word = parsed.positional.first { throw .invalid("\(option): \"\(word)\" is not key=value (bw= or ops=)") }
+        guard let limiter = try parse(parsed.fields, bandwidthKey: "bw", opsKey: "ops", option: option) else {
+            throw .invalid("\(option): give bw=SIZE/REFILL_MS[/BURST], ops=SIZE/REFILL_MS[/BURST] or both")
+        }
+        return limiter
+    }
+}
+
 /// A virtio-net interface backed by a host TAP device, in the terms of
 /// Firecracker's network-interfaces API.
 public struct NetConfig: Sendable, Equatable {
@@ -35,16 +149,29 @@ public struct NetConfig: Sendable, Equatable {
     public var tapName: String
     /// The guest's MAC address (`guest_mac`), six bytes; nil lets the guest pick one.
     public var mac: [UInt8]?
+    /// What the guest may receive (`rx_rate_limiter`) and send
+    /// (`tx_rate_limiter`): a frame is one operation, its length with the
+    /// virtio-net header its bytes. Nil: no limit.
+    public var rxRateLimiter: RateLimiterConfig?
+    public var txRateLimiter: RateLimiterConfig?
 
-    public init(id: String, tapName: String, mac: [UInt8]? = nil) {
+    public init(
+        id: String, tapName: String, mac: [UInt8]? = nil, rxRateLimiter: RateLimiterConfig? = nil,
+        txRateLimiter: RateLimiterConfig? = nil
+    ) {
         self.id = id
         self.tapName = tapName
         self.mac = mac
+        self.rxRateLimiter = rxRateLimiter
+        self.txRateLimiter = txRateLimiter
     }
 
-    /// Parses the CLI form `id=NAME,tap=TAPNAME[,mac=XX:XX:XX:XX:XX:XX]`.
+    /// Parses the CLI form `id=NAME,tap=TAPNAME[,mac=XX:XX:XX:XX:XX:XX]`
+    /// `[,rx-bw=B][,rx-ops=B][,tx-bw=B][,tx-ops=B]`, each B a token bucket
+    /// `SIZE/REFILL_MS[/BURST]`.
     public static func parse(_ spec: String) throws(VMConfigError) -> NetConfig {
-        let parsed = try DeviceSpec(spec, option: "--net", keys: ["id", "tap", "mac"], flags: [])
+        let parsed = try DeviceSpec(
+            spec, option: "--net", keys: ["id", "tap", "mac", "rx-bw", "rx-ops", "tx-bw", "tx-ops"], flags: [])
         if let word = parsed.positional.first { throw .invalid("--net \(spec): \"\(word)\" is not key=value") }
         guard let id = parsed.fields["id"], !id.isEmpty else { throw .invalid("--net \(spec): id= is required (the interface's name)") }
         guard let tap = parsed.fields["tap"], !tap.isEmpty else {
@@ -57,6 +184,10 @@ public struct NetConfig: Sendable, Equatable {
             }
             config.mac = mac
         }
+        config.rxRateLimiter = try RateLimiterConfig.parse(
+            parsed.fields, bandwidthKey: "rx-bw", opsKey: "rx-ops", option: "--net \(spec)")
+        config.txRateLimiter = try RateLimiterConfig.parse(
+            parsed.fields, bandwidthKey: "tx-bw", opsKey: "tx-ops", option: "--net \(spec)")
         try config.validate()
         return config
     }
@@ -88,6 +219,8 @@ public struct NetConfig: Sendable, Equatable {
                     + "the first byte must be even (06:00:... is a locally administered unicast address)")
             }
         }
+        try rxRateLimiter?.validate("network interface \(id): rx rate limiter")
+        try txRateLimiter?.validate("network interface \(id): tx rate limiter")
     }
 
     public static func format(_ mac: [UInt8]) -> String {

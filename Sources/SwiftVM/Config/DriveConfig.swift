@@ -27,10 +27,14 @@ public struct DriveConfig: Sendable, Equatable {
     public var isRootDevice: Bool
     /// With a root device holding a partition table: the root partition's PARTUUID.
     public var partUUID: String?
+    /// What the guest may move (Firecracker's `rate_limiter`): a read's or a
+    /// write's data in bytes, each request one operation. Nil: no limit.
+    public var rateLimiter: RateLimiterConfig?
 
     public init(
         id: String, path: String, readOnly: Bool = false, cacheType: CacheType = .unsafe,
-        ioEngine: IOEngine = .sync, isRootDevice: Bool = false, partUUID: String? = nil
+        ioEngine: IOEngine = .sync, isRootDevice: Bool = false, partUUID: String? = nil,
+        rateLimiter: RateLimiterConfig? = nil
     ) {
         self.id = id
         self.path = path
@@ -39,11 +43,13 @@ public struct DriveConfig: Sendable, Equatable {
         self.ioEngine = ioEngine
         self.isRootDevice = isRootDevice
         self.partUUID = partUUID
+        self.rateLimiter = rateLimiter
     }
 
     public static let maxIDLength = 20
 
-    /// Parses the CLI form `id=NAME,path=FILE[,ro][,root][,cache=unsafe|writeback][,engine=sync|async][,partuuid=UUID]`.
+    /// Parses the CLI form `id=NAME,path=FILE[,ro][,root][,cache=unsafe|writeback][,engine=sync|async][,partuuid=UUID]`
+    /// `[,bw=SIZE/REFILL_MS[/BURST]][,ops=SIZE/REFILL_MS[/BURST]]`.
     public static func parse(_ spec: String) throws(VMConfigError) -> DriveConfig {
         var fields: [String: String] = [:]
         var flags: Set<String> = []
@@ -56,10 +62,10 @@ public struct DriveConfig: Sendable, Equatable {
                 flags.insert(String(item).lowercased())
             }
         }
-        let knownKeys: Set = ["id", "path", "cache", "engine", "partuuid"]
+        let knownKeys: Set = ["id", "path", "cache", "engine", "partuuid", "bw", "ops"]
         let knownFlags: Set = ["ro", "root"]
         if let unknown = fields.keys.sorted().first(where: { !knownKeys.contains($0) }) ?? flags.sorted().first(where: { !knownFlags.contains($0) }) {
-            throw .invalid("--drive \(spec): unknown field \"\(unknown)\"; expected id=, path=, cache=, engine=, partuuid=, ro, root")
+            throw .invalid("--drive \(spec): unknown field \"\(unknown)\"; expected id=, path=, cache=, engine=, partuuid=, bw=, ops=, ro, root")
         }
         guard let id = fields["id"], !id.isEmpty else { throw .invalid("--drive \(spec): id= is required (the drive's name)") }
         guard let path = fields["path"], !path.isEmpty else { throw .invalid("--drive \(spec): path= is required (the image file)") }
@@ -77,6 +83,7 @@ public struct DriveConfig: Sendable, Equatable {
             drive.ioEngine = value
         }
         drive.partUUID = fields["partuuid"]
+        drive.rateLimiter = try RateLimiterConfig.parse(fields, bandwidthKey: "bw", opsKey: "ops", option: "--drive \(spec)")
         try drive.validate()
         return drive
     }
@@ -94,6 +101,7 @@ public struct DriveConfig: Sendable, Equatable {
         if let partUUID, partUUID.isEmpty || partUUID.contains(where: { $0 == " " }) {
             throw .invalid("drive \(id): partuuid \"\(partUUID)\" is not a partition UUID")
         }
+        try rateLimiter?.validate("drive \(id): rate limiter")
     }
 
     /// The `root=` words this drive adds to the kernel command line.

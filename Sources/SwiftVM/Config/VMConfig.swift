@@ -43,6 +43,9 @@ public struct VMConfig: Sendable {
     public var balloon: BalloonConfig?
     /// Attach a virtio-rng device so the guest's CSPRNG is seeded from the host.
     public var entropyDevice: Bool = true
+    /// What the entropy device may hand out (Firecracker's `rate_limiter` of
+    /// `/entropy`): bytes, and requests as operations. Nil: no limit.
+    public var entropyRateLimiter: RateLimiterConfig?
     /// Check the kernel and root drive for problems that would make the boot
     /// fail silently, before the guest runs.
     public var preflight: Bool = true
@@ -55,6 +58,12 @@ public struct VMConfig: Sendable {
     /// Log `Guest-boot-time = ...` when the guest writes the boot-timer byte
     /// (always with `swiftvm run`; with Firecracker's `--boot-timer` otherwise).
     public var reportBootTime = true
+    /// Seccomp filters for the VM's event loop and vCPU threads, each loaded
+    /// by its thread as it starts (docs/security.md). The default,
+    /// `.processDefault`, is off unless the program sets
+    /// `VMConfig.defaultSeccomp`: the library leaves the program's threads
+    /// alone unless asked. `swiftvm run` and Firecracker mode turn them on.
+    public var seccomp: Seccomp = .processDefault
 
     /// Where the guest's console output goes. Output passes through a bounded
     /// buffer drained by the VMM's event loop: a destination that stops
@@ -138,6 +147,7 @@ public struct VMConfig: Sendable {
         }
         try vsock?.validate()
         try balloon?.validate(memoryMiB: memoryMiB)
+        try entropyRateLimiter?.validate("entropy rate limiter")
         do { _ = try KernelCommandLine(guestCommandLine) } catch { throw .invalid(error.description) }
         var seen: Set<String> = []
         for drive in drives {

@@ -5,6 +5,8 @@ extension DeviceWiring {
     /// missing, busy or unusable TAP is reported before the guest boots.
     func makeNetDevice(_ net: NetConfig) throws(VMMError) -> any VirtioDevice {
         let backend = try TapBackend.open(tapName: net.tapName, id: net.id)
-        return VirtioNet(id: net.id, mac: net.mac, backend: backend)
+        return VirtioNet(
+            id: net.id, mac: net.mac, backend: backend, receiveLimiter: net.rxRateLimiter.deviceConfiguration,
+            transmitLimiter: net.txRateLimiter.deviceConfiguration)
     }
 }

@@ -87,7 +87,10 @@ struct DeviceWiring: @unchecked Sendable {
                     throw VMMError(.internalError, "no backend was opened for drive \(drive.id)")
                 }
                 let settings = BlockDriveConfig(id: drive.id, readOnly: drive.readOnly, cacheWriteback: drive.cacheType == .writeback)
-                do { device = try VirtioBlock(config: settings, backend: backend) } catch {
+                do {
+                    device = try VirtioBlock(
+                        config: settings, backend: backend, rateLimiter: drive.rateLimiter.deviceConfiguration)
+                } catch {
                     throw VMMError(.usage, "drive \(drive.id): \(error)")
                 }
                 name = "virtio-blk \(drive.id)"
@@ -103,7 +106,7 @@ struct DeviceWiring: @unchecked Sendable {
                 device = made
                 name = "virtio-balloon"
             case .entropy:
-                device = VirtioRNG()
+                device = VirtioRNG(rateLimiter: config.entropyRateLimiter.deviceConfiguration)
                 name = "virtio-rng"
             }
             let transport = VirtioMMIOTransport(

@@ -22,6 +22,9 @@ final class Machine: @unchecked Sendable {
     private let gate: PauseGate
     /// The kernel's symbol table, read at the first report that needs it.
     private let symbols = Mutex<KernelSymbols??>(nil)
+    /// The kernel file, kept open when the threads run under seccomp filters
+    /// (which let no thread open a file): reports read its symbols from it.
+    private let kernelImage = Mutex<FileImage?>(nil)
     /// Each vCPU's exits by reason.
     let vcpuCounters: [DeviceCounters]
     /// The console's input side, once started (it counts what the guest got).
@@ -128,10 +131,15 @@ final class Machine: @unchecked Sendable {
             }
             Signals.installVCPUKickHandler()
             try subscribeSources()
+            // Seccomp (docs/security.md): each thread loads its filter before anything else.
+            let filters = config.seccompFilters
+            if filters != nil { kernelImage.withLock { $0 = try? FileImage(path: config.kernelPath, role: "kernel") } }
+            let latch = latch
             let loop: HostThread
             var threads: [HostThread] = []
             do {
                 loop = try HostThread.spawn(name: "swiftvm-events") { [self] in
+                    do { try filters?.install(.events) } catch { return latch.finish(.vmmError("\(error)")) }
                     Signals.keepSIGPIPEOffThisThread()
                     events.run { latch.finish(.vmmError($0)) }
                 }
@@ -141,7 +149,10 @@ final class Machine: @unchecked Sendable {
                     vcpu: vcpu, portBus: devices.portBus, mmioBus: devices.mmioBus, memory: memory, latch: latch,
                     mailbox: mailbox, gate: gate, counters: counters)
                 do {
-                    threads.append(try HostThread.spawn(name: "swiftvm-vcpu\(vcpu.id)") { runner.run() })
+                    threads.append(try HostThread.spawn(name: "swiftvm-vcpu\(vcpu.id)") {
+                        do { try filters?.install(.vcpu) } catch { return latch.finish(.vmmError("\(error)")) }
+                        runner.run()
+                    })
                 } catch {
                     // The threads already started stop through the latch in `wait`.
                     latch.finish(.vmmError("starting vCPU \(vcpu.id): \(error)"))
@@ -224,7 +235,8 @@ final class Machine: @unchecked Sendable {
     private func kernelSymbols() -> KernelSymbols? {
         symbols.withLock { cached in
             if let cached { return cached }
-            let loaded = (try? FileImage(path: config.kernelPath, role: "kernel")).flatMap { KernelSymbols(image: $0) }
+            let image = kernelImage.withLock { $0 } ?? (try? FileImage(path: config.kernelPath, role: "kernel"))
+            let loaded = image.flatMap { KernelSymbols(image: $0) }
             cached = .some(loaded)
             return loaded
         }

@@ -158,5 +158,8 @@ public enum ExitStatus {
     public static let userQuit: Int32 = 84
     /// Stopped by the program embedding the VMM (or a selftest watchdog).
     public static let stoppedByHost: Int32 = 85
+    /// A thread made a system call its seccomp filter does not allow
+    /// (Firecracker's `BadSyscall`; docs/security.md).
+    public static let badSyscall: Int32 = 148
     /// Killed by signal N: 128 + N, as shells report it.
 }

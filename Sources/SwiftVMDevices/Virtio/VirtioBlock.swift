@@ -32,11 +32,18 @@ public struct BlockDriveConfig: Sendable, Hashable {
 /// request format addresses 512-byte sectors whatever `blk_size` says. Host
 /// files with 4 KiB physical blocks still work; the host page cache absorbs
 /// the sub-block writes.
+///
+/// A rate limiter (Firecracker's: bytes are a read's or write's data, each
+/// request is one operation) holds back the request it refuses and stops
+/// taking requests; a one-shot timer on the event registry resumes the queue
+/// when the limiter allows it again, and no request is lost.
 public final class VirtioBlock: VirtioDevice, DeviceCountersOwner {
     /// What the device counts, for metrics.
     public enum Counter: String, CaseIterable, Sendable {
         case requests, reads = "read_requests", writes = "write_requests", flushes = "flush_requests"
         case readBytes = "read_bytes", writeBytes = "write_bytes", errors
+        /// Requests the rate limiter held back (Firecracker's name).
+        case throttled = "rate_limiter_throttled_events"
     }
     public let counters = DeviceCounters(Counter.self)
 
@@ -86,12 +93,38 @@ public final class VirtioBlock: VirtioDevice, DeviceCountersOwner {
     public let offeredFeatures: UInt64
     private let configSpace: [UInt8]
     private let serial: [UInt8]
-    private let activation = Mutex<VirtioActivation?>(nil)
+    private let state: Mutex<State>
+    /// Monotonic nanoseconds, for the rate limiter.
+    private let clock: @Sendable () -> UInt64
 
-    public init(config: BlockDriveConfig, backend: any BlockBackend) throws(ConfigError) {
+    struct State {
+        var activation: VirtioActivation?
+        /// Counts activations and resets; a timer of an earlier activation
+        /// that fires late sees a different value.
+        var generation: UInt64 = 0
+        var gate: LimiterGate
+        /// The request the rate limiter refused, served first on resuming.
+        var held: HeldRequest?
+    }
+
+    /// A request taken from the ring and not yet performed.
+    struct HeldRequest {
+        var head: UInt16
+        var request: Request
+    }
+
+    /// - Parameters:
+    ///   - rateLimiter: bytes and operations the guest may use; no limit by default.
+    ///   - clock: monotonic nanoseconds, for the rate limiter.
+    public init(
+        config: BlockDriveConfig, backend: any BlockBackend, rateLimiter: RateLimiter.Configuration = .init(),
+        clock: @escaping @Sendable () -> UInt64 = RateLimiter.monotonicNanoseconds
+    ) throws(ConfigError) {
         guard config.id.utf8.count <= BlockDriveConfig.maxIDBytes else { throw .idTooLong(config.id) }
         self.config = config
         self.backend = backend
+        self.clock = clock
+        self.state = Mutex(State(gate: LimiterGate(rateLimiter, now: clock())))
         self.capacity = backend.size / Self.sectorSize
         var features = Feature.segMax | Feature.blockSize
             | VirtioFeature.version1 | VirtioFeature.eventIndex | VirtioFeature.indirectDescriptors
@@ -135,17 +168,125 @@ public final class VirtioBlock: VirtioDevice, DeviceCountersOwner {
     }
 
     public func activate(_ activation: VirtioActivation) {
-        self.activation.withLock { $0 = activation }
+        state.withLock { s in
+            s.generation += 1
+            s.activation = activation
+        }
     }
 
     public func reset() {
-        activation.withLock { $0 = nil }
+        state.withLock { s in
+            s.gate.cancelTimer(s.activation?.events)
+            s.held = nil
+            s.activation = nil
+            s.generation += 1
+        }
     }
 
     @discardableResult
     public func process(queue index: Int) -> Bool {
-        guard let activation = activation.withLock({ $0 }) else { return false }
-        return activation.serve(queue: index) { chain in handle(chain, activation: activation) }
+        guard let (activation, generation) = state.withLock({ s in s.activation.map { ($0, s.generation) } }) else {
+            return false
+        }
+        return pass(queue: index, activation, generation: generation)
+    }
+}
+
+// MARK: - Rate limiting
+
+extension VirtioBlock {
+    /// The rate limiter now: its buckets, their tokens, and any block.
+    public var rateLimiter: RateLimiter { state.withLock { $0.gate.limiter } }
+
+    /// Changes the rate limiter while the device runs (Firecracker's
+    /// `PATCH /drives/{id}`); new buckets start full. A queue held back by
+    /// the old limiter is served again at once, on the event loop. Any thread.
+    public func updateRateLimiter(bandwidth: RateLimiter.BucketUpdate, ops: RateLimiter.BucketUpdate) {
+        let resume = state.withLock { s -> ((any EventRegistry), UInt64)? in
+            s.gate.limiter.update(bandwidth: bandwidth, ops: ops, now: clock())
+            let events = s.activation?.events
+            guard s.gate.cancelTimer(events) || s.held != nil, let events else { return nil }
+            return (events, s.generation)
+        }
+        guard let (events, generation) = resume else { return }
+        events.post { [weak self] in self?.resume(generation: generation, serial: nil) }
+    }
+
+    /// One bounded pass over the request queue: the held request first, then
+    /// new ones, each charged to the rate limiter before it is performed.
+    /// Returns true when it stopped at the per-pass limit.
+    private func pass(queue index: Int, _ activation: VirtioActivation, generation: UInt64) -> Bool {
+        guard let queue = activation.queue(at: index) else { return false }
+        let flushNegotiated = activation.negotiated(Feature.flush)
+        for _ in 0..<VirtioActivation.requestsPerPass {
+            let next: HeldRequest
+            switch takeHeld(activation, generation: generation) {
+            case .throttled:
+                return false
+            case .admitted(let held):
+                next = held
+            case .none:
+                guard let chain = queue.popAvailable() else { return false }
+                switch parse(chain, memory: activation.memory) {
+                case .answered(let length):
+                    queue.addUsed(head: chain.head, length: length)
+                    continue
+                case .request(let request):
+                    next = HeldRequest(head: chain.head, request: request)
+                    guard admitOrHold(next, activation, generation: generation) else { return false }
+                }
+            }
+            queue.addUsed(head: next.head, length: perform(next.request, memory: activation.memory, flushNegotiated: flushNegotiated))
+        }
+        return true
+    }
+
+    private enum HeldOutcome { case none, throttled, admitted(HeldRequest) }
+
+    /// The held request if the limiter lets it through now.
+    private func takeHeld(_ activation: VirtioActivation, generation: UInt64) -> HeldOutcome {
+        state.withLock { s in
+            guard s.generation == generation else { return .throttled }
+            guard let held = s.held else { return .none }
+            guard charge(held.request, &s, activation, generation: generation) else { return .throttled }
+            s.held = nil
+            return .admitted(held)
+        }
+    }
+
+    /// Charges a new request; when the limiter refuses it, holds it.
+    private func admitOrHold(_ request: HeldRequest, _ activation: VirtioActivation, generation: UInt64) -> Bool {
+        state.withLock { s in
+            // A reset since the pass began: the driver no longer wants it.
+            guard s.generation == generation else { return false }
+            if charge(request.request, &s, activation, generation: generation) { return true }
+            s.held = request
+            counters.add(Counter.throttled)
+            return false
+        }
+    }
+
+    private func charge(_ request: Request, _ s: inout State, _ activation: VirtioActivation, generation: UInt64) -> Bool {
+        s.gate.admit(bytes: request.dataLength, clock: clock, events: activation.events) { serial in
+            { [weak self] in self?.resume(generation: generation, serial: serial) }
+        }
+    }
+
+    /// The limiter's timer fired (or the limiter changed): serve the queue
+    /// again and do what the transport does after a pass.
+    private func resume(generation: UInt64, serial: UInt64?) {
+        let activation = state.withLock { s -> VirtioActivation? in
+            guard s.generation == generation else { return nil }
+            if let serial { _ = s.gate.timerFired(serial: serial) }
+            return s.activation
+        }
+        guard let activation, let queue = activation.queue(at: 0) else { return }
+        let more = pass(queue: 0, activation, generation: generation)
+        if let failure = queue.failure { activation.notifier.requestReset("queue 0: \(failure)") }
+        activation.signalUsedBuffers(on: queue)
+        if more, queue.failure == nil {
+            activation.events?.post { [weak self] in self?.resume(generation: generation, serial: nil) }
+        }
     }
 }
 
@@ -163,18 +304,33 @@ extension VirtioBlock {
         /// Device-writable data before the status byte (read, get-id requests).
         var writableData: [GuestBuffer]
         var status: GuestAddress
+
+        /// The bytes the rate limiter charges: a read's or a write's data.
+        var dataLength: UInt64 {
+            switch type {
+            case RequestType.read: VirtioBlock.length(of: writableData)
+            case RequestType.write: VirtioBlock.length(of: readableData)
+            default: 0
+            }
+        }
     }
 
-    /// Performs the request in `chain` and writes its status byte; returns
-    /// the used length (bytes written into the chain).
-    func handle(_ chain: DescriptorChain, activation: VirtioActivation) -> UInt32 {
-        let memory = activation.memory
+    /// A chain parsed: a request to perform, or one answered already (a bad
+    /// header) with the used length.
+    enum Parsed {
+        case request(Request)
+        case answered(UInt32)
+    }
+
+    /// Reads the request header of `chain`; a chain without a status byte or
+    /// with a short header is answered at once.
+    func parse(_ chain: DescriptorChain, memory: GuestMemory) -> Parsed {
         // The status byte is the last writable byte (§5.2.6); without it the
         // device has no way to answer, and hands the chain back untouched.
         let writable = chain.writable.filter { $0.length > 0 }
         guard let last = writable.last else {
             Log.warning("virtio-blk: request \(chain.head) has no writable status byte; returned unanswered")
-            return 0
+            return .answered(0)
         }
         let status = GuestAddress(last.address.rawValue + UInt64(last.length) - 1)
         var writableData = writable
@@ -185,9 +341,9 @@ extension VirtioBlock {
         let headerRead = (try? header.withUnsafeMutableBytes { bytes throws(GuestMemoryError) in try cursor.read(into: bytes) }) ?? 0
         guard headerRead == header.count else {
             Log.warning("virtio-blk: request \(chain.head) has a \(headerRead)-byte header, not 16")
-            return complete(status: RequestStatus.ioError, at: status, written: 0, memory: memory)
+            return .answered(complete(status: RequestStatus.ioError, at: status, written: 0, memory: memory))
         }
-        let request = header.withUnsafeBytes { bytes in
+        return .request(header.withUnsafeBytes { bytes in
             Request(
                 type: UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 0, as: UInt32.self)),
                 sector: UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: 8, as: UInt64.self)),
@@ -195,9 +351,13 @@ extension VirtioBlock {
                 writableData: writableData,
                 status: status
             )
-        }
-        let (result, written) = perform(request, memory: memory, flushNegotiated: activation.negotiated(Feature.flush))
-        return complete(status: result, at: status, written: written, memory: memory)
+        })
+    }
+
+    /// Performs `request` and writes its status byte; returns the used length.
+    func perform(_ request: Request, memory: GuestMemory, flushNegotiated: Bool) -> UInt32 {
+        let (result, written) = performCounted(request, memory: memory, flushNegotiated: flushNegotiated)
+        return complete(status: result, at: request.status, written: written, memory: memory)
     }
 
     /// Writes the status byte; returns the used length.
@@ -213,7 +373,7 @@ extension VirtioBlock {
 
     /// Performs `request`; returns its status and the data bytes it wrote
     /// into guest memory.
-    func perform(_ request: Request, memory: GuestMemory, flushNegotiated: Bool) -> (UInt8, UInt64) {
+    func performCounted(_ request: Request, memory: GuestMemory, flushNegotiated: Bool) -> (UInt8, UInt64) {
         let (status, written) = performUncounted(request, memory: memory, flushNegotiated: flushNegotiated)
         counters.add(Counter.requests)
         if status != RequestStatus.ok { counters.add(Counter.errors) }

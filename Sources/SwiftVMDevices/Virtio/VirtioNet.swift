@@ -20,6 +20,14 @@ import SwiftVMMemory
 /// it writable. A frame that must be dropped is counted in ``counters`` and
 /// logged (the log is rate-limited).
 ///
+/// Rate limiters, one per direction (Firecracker's `rx_rate_limiter` and
+/// `tx_rate_limiter`): each frame is one operation and its length, virtio-net
+/// header included, in bytes. A received frame the limiter refuses stays
+/// staged in the device and the backend is not read further, so later frames
+/// wait in the TAP; a frame to send that it refuses stays in the device and
+/// the transmit queue stops. A one-shot timer on the event registry resumes
+/// the direction when the limiter allows it.
+///
 /// Threads: `process(queue:)` and the backend's event handlers run on the
 /// event-loop thread and hold the device's lock for one bounded pass;
 /// `activate` and `reset` come from a vCPU thread and wait for at most that
@@ -64,6 +72,8 @@ public final class VirtioNet: VirtioDevice, DeviceCountersOwner {
         case txDropped = "tx_dropped"
         /// Frames the backend failed to take.
         case txErrors = "tx_errors"
+        /// Frames the receive and the transmit rate limiter held back (Firecracker's names).
+        case rxThrottled = "rx_rate_limiter_throttled", txThrottled = "tx_rate_limiter_throttled"
     }
 
     public static let receiveQueue = 0
@@ -76,6 +86,8 @@ public final class VirtioNet: VirtioDevice, DeviceCountersOwner {
     /// The smallest transmit frame: the virtio-net header and an Ethernet header.
     public static let minTransmitLength = VirtioNetHeader.size + 14
 
+    /// The interface's name (Firecracker's `iface_id`).
+    public let id: String
     /// The guest's MAC address, or nil to let the guest choose one.
     public let mac: [UInt8]?
     public let backend: any NetBackend
@@ -85,11 +97,21 @@ public final class VirtioNet: VirtioDevice, DeviceCountersOwner {
     private let state: Mutex<State>
     /// Every ``Counter``, since the device was created; lock-free, read from any thread.
     public let counters = DeviceCounters(Counter.self)
+    /// Monotonic nanoseconds, for the rate limiters.
+    private let clock: @Sendable () -> UInt64
 
     /// - Parameters:
     ///   - id: the interface's name, for log lines.
     ///   - mac: six bytes, offered with VIRTIO_NET_F_MAC; nil offers no MAC.
-    public init(id: String, mac: [UInt8]?, backend: any NetBackend) {
+    ///   - receiveLimiter, transmitLimiter: what each direction may carry; no limit by default.
+    ///   - clock: monotonic nanoseconds, for the rate limiters.
+    public init(
+        id: String, mac: [UInt8]?, backend: any NetBackend,
+        receiveLimiter: RateLimiter.Configuration = .init(), transmitLimiter: RateLimiter.Configuration = .init(),
+        clock: @escaping @Sendable () -> UInt64 = RateLimiter.monotonicNanoseconds
+    ) {
+        self.id = id
+        self.clock = clock
         self.mac = mac.flatMap { $0.count == 6 ? $0 : nil }
         self.backend = backend
         self.name = "virtio-net \(id)"
@@ -100,7 +122,10 @@ public final class VirtioNet: VirtioDevice, DeviceCountersOwner {
             | VirtioFeature.version1 | VirtioFeature.eventIndex
         if self.mac != nil { features |= Feature.mac }
         self.offeredFeatures = features
-        self.state = Mutex(State(staging: [UInt8](repeating: 0, count: Self.maxFrameLength)))
+        let now = clock()
+        self.state = Mutex(State(
+            staging: [UInt8](repeating: 0, count: Self.maxFrameLength),
+            receiveGate: LimiterGate(receiveLimiter, now: now), transmitGate: LimiterGate(transmitLimiter, now: now)))
     }
 
     /// The current value of one counter.
@@ -179,6 +204,12 @@ public final class VirtioNet: VirtioDevice, DeviceCountersOwner {
                 counters.add(Counter.txDropped)
                 Log.warning("\(name): a frame waiting for \(backend.name) is dropped: the driver reset the device")
             }
+            if s.throttledTransmit != nil {
+                counters.add(Counter.txDropped)
+                Log.warning("\(name): a frame held back by the transmit rate limiter is dropped: the driver reset the device")
+            }
+            s.receiveGate.cancelTimer(events)
+            s.transmitGate.cancelTimer(events)
             s.reset()
             return (token, events)
         }
@@ -242,12 +273,25 @@ extension VirtioNet {
         var heldReceiveChains: [DescriptorChain] = []
         /// A frame the backend refused for now; transmission waits for it.
         var blockedTransmit: PreparedFrame?
+        /// The staged frame was charged to the receive rate limiter.
+        var stagedAdmitted = false
+        /// The staged frame was refused by the receive rate limiter (and counted).
+        var stagedThrottled = false
+        /// A frame the transmit rate limiter refused; transmission waits for it.
+        var throttledTransmit: PreparedFrame?
+        var receiveGate: LimiterGate
+        var transmitGate: LimiterGate
 
-        init(staging: [UInt8]) { self.staging = staging }
+        init(staging: [UInt8], receiveGate: LimiterGate, transmitGate: LimiterGate) {
+            self.staging = staging
+            self.receiveGate = receiveGate
+            self.transmitGate = transmitGate
+        }
 
+        /// Forgets everything but the buffer and the limiters' buckets.
         mutating func reset() {
             let next = generation + 1
-            self = State(staging: staging)
+            self = State(staging: staging, receiveGate: receiveGate, transmitGate: transmitGate)
             generation = next
         }
     }
@@ -321,6 +365,75 @@ extension VirtioNet {
     }
 }
 
+// MARK: - Rate limiting
+
+extension VirtioNet {
+    /// A direction of traffic, each with its own rate limiter.
+    public enum Direction: Sendable, Hashable {
+        case receive, transmit
+    }
+
+    /// A direction's rate limiter now: its buckets, their tokens, and any block.
+    public func rateLimiter(_ direction: Direction) -> RateLimiter {
+        state.withLock { s in direction == .receive ? s.receiveGate.limiter : s.transmitGate.limiter }
+    }
+
+    /// Changes a direction's rate limiter while the device runs (Firecracker's
+    /// `PATCH /network-interfaces/{id}`); new buckets start full, and a
+    /// direction held back by the old limiter goes on at once, on the event
+    /// loop. Any thread.
+    public func updateRateLimiter(
+        _ direction: Direction, bandwidth: RateLimiter.BucketUpdate, ops: RateLimiter.BucketUpdate
+    ) {
+        let resume = state.withLock { s -> ((any EventRegistry), UInt64)? in
+            let now = clock()
+            let events = s.activation?.events
+            let wasWaiting: Bool
+            switch direction {
+            case .receive:
+                s.receiveGate.limiter.update(bandwidth: bandwidth, ops: ops, now: now)
+                wasWaiting = s.receiveGate.cancelTimer(events) || s.stagedThrottled
+            case .transmit:
+                s.transmitGate.limiter.update(bandwidth: bandwidth, ops: ops, now: now)
+                wasWaiting = s.transmitGate.cancelTimer(events) || s.throttledTransmit != nil
+            }
+            guard wasWaiting, let events else { return nil }
+            return (events, s.generation)
+        }
+        guard let (events, generation) = resume else { return }
+        events.post { [weak self] in self?.limiterResumed(direction, generation: generation, serial: nil) }
+    }
+
+    /// Charges one frame of `bytes` to `direction`'s limiter. False: the
+    /// caller holds the frame; a timer resumes the direction.
+    private func admit(_ direction: Direction, bytes: Int, _ s: inout State, _ activation: VirtioActivation) -> Bool {
+        let generation = s.generation
+        func charge(_ gate: inout LimiterGate) -> Bool {
+            gate.admit(bytes: UInt64(bytes), clock: clock, events: activation.events) { serial in
+                { [weak self] in self?.limiterResumed(direction, generation: generation, serial: serial) }
+            }
+        }
+        switch direction {
+        case .receive: return charge(&s.receiveGate)
+        case .transmit: return charge(&s.transmitGate)
+        }
+    }
+
+    /// A limiter's timer fired, or the limiter changed: run that direction's pass.
+    private func limiterResumed(_ direction: Direction, generation: UInt64, serial: UInt64?) {
+        state.withLock { s in
+            guard s.generation == generation, let activation = s.activation else { return }
+            if let serial {
+                switch direction {
+                case .receive: _ = s.receiveGate.timerFired(serial: serial)
+                case .transmit: _ = s.transmitGate.timerFired(serial: serial)
+                }
+            }
+            runPasses(&s, activation, receive: direction == .receive, transmit: direction == .transmit, generation: generation)
+        }
+    }
+}
+
 // MARK: - Transmit
 
 extension VirtioNet {
@@ -339,12 +452,26 @@ extension VirtioNet {
             budget -= 1
         }
         while budget > 0 {
-            guard let chain = queue.popAvailable() else { return false }
-            budget -= 1
-            guard let frame = prepareTransmit(chain, activation) else {
-                queue.addUsed(head: chain.head, length: 0)
-                continue
+            let frame: PreparedFrame
+            if let held = s.throttledTransmit {
+                guard admit(.transmit, bytes: held.length, &s, activation) else { return false }
+                s.throttledTransmit = nil
+                frame = held
+            } else {
+                guard let chain = queue.popAvailable() else { return false }
+                guard let prepared = prepareTransmit(chain, activation) else {
+                    budget -= 1
+                    queue.addUsed(head: chain.head, length: 0)
+                    continue
+                }
+                guard admit(.transmit, bytes: prepared.length, &s, activation) else {
+                    s.throttledTransmit = prepared
+                    counters.add(Counter.txThrottled)
+                    return false
+                }
+                frame = prepared
             }
+            budget -= 1
             if send(frame, queue: queue, activation) == .blocked {
                 s.blockedTransmit = frame
                 watchWritable(true, &s)
@@ -492,9 +619,20 @@ extension VirtioNet {
                 case .staged: break
                 }
             }
+            if !s.stagedAdmitted, let length = s.stagedLength {
+                guard admit(.receive, bytes: length, &s, activation) else {
+                    if !s.stagedThrottled { counters.add(Counter.rxThrottled) }
+                    s.stagedThrottled = true
+                    return false
+                }
+                s.stagedAdmitted = true
+                s.stagedThrottled = false
+            }
             switch place(&s, queue: queue, mergeable: mergeable, activation) {
             case .needsBuffers: return false
-            case .placed, .dropped: s.stagedLength = nil
+            case .placed, .dropped:
+                s.stagedLength = nil
+                s.stagedAdmitted = false
             }
         }
         return true

@@ -49,9 +49,10 @@ final class MMIODriver {
     let transport: VirtioMMIOTransport
     private var kicksServed = 0
 
-    init(device: any VirtioDevice) throws {
+    /// - Parameter events: the event registry the device gets at activation.
+    init(device: any VirtioDevice, events: (any EventRegistry)? = nil) throws {
         memory = try GuestMemory(regions: [(GuestAddress(0), 16 << 20)])
-        transport = VirtioMMIOTransport(device: device, memory: memory, interrupt: interrupt)
+        transport = VirtioMMIOTransport(device: device, memory: memory, interrupt: interrupt, events: events)
         let kicks = kicks
         transport.queueNotificationHandler = { kicks.record($0) }
     }

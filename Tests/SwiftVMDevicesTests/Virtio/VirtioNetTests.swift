@@ -285,7 +285,8 @@ struct VirtioNetTests {
         #expect(device.count(of: .txDropped) == 0)
         #expect(device.count(of: .txErrors) == 0)
         #expect(device.counters.names == ["rx_frames", "rx_bytes", "rx_dropped", "rx_errors",
-                                          "tx_frames", "tx_bytes", "tx_dropped", "tx_errors"], "the names metrics show")
+                                          "tx_frames", "tx_bytes", "tx_dropped", "tx_errors",
+                                          "rx_rate_limiter_throttled", "tx_rate_limiter_throttled"], "the names metrics show")
     }
 
     @Test func transmitPassesOnlyWhatTheTAPActsOn() throws {
