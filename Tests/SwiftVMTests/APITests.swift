@@ -336,6 +336,24 @@ struct APITests {
             if count > 0 { text += String(decoding: buffer.prefix(count), as: UTF8.self) } else { usleep(10_000) }
         }
         #expect(text.contains("[fifo-test:"), "the log lines reach the FIFO: \(text)")
+
+        let metricsFIFO = directory + "/metrics.fifo"
+        #expect(mkfifo(metricsFIFO, 0o600) == 0)
+        let unreadMetrics = try FirecrackerProcessUnderTest(["--metrics-path", metricsFIFO])
+        #expect(unreadMetrics.exitStatus(within: 10) == 153)
+        #expect(unreadMetrics.stderr.contains("a FIFO needs a reader first"), "stderr: \(unreadMetrics.stderr)")
+        let metricsReader = open(metricsFIFO, O_RDONLY | O_NONBLOCK)
+        #expect(metricsReader >= 0)
+        defer { close(metricsReader) }
+        let metered = try FirecrackerProcessUnderTest(["--metrics-path", metricsFIFO])
+        #expect(try metered.client().request("PUT", "/actions", body: #"{"action_type": "FlushMetrics"}"#).status == 204)
+        var metrics = ""
+        let metricsDeadline = Date().addingTimeInterval(10)
+        while !metrics.contains("\n") && Date() < metricsDeadline {
+            let count = read(metricsReader, &buffer, buffer.count)
+            if count > 0 { metrics += String(decoding: buffer.prefix(count), as: UTF8.self) } else { usleep(10_000) }
+        }
+        #expect(metrics.contains("\"utc_timestamp_ms\""), "a metrics line reaches the FIFO: \(metrics)")
     }
 
     @Test("PUT /cpu-config takes a custom CPU template: it shows in GET /vm/config and the guest boots with it")
