@@ -61,11 +61,19 @@ public enum SeccompLists {
         .allow("exit_group"),
     ]
 
+    /// For threads that open no file: glibc's malloc opens
+    /// /proc/sys/vm/overcommit_memory the first time it gives a thread's heap
+    /// back to the kernel (after a large free), and takes a failed open to
+    /// mean it may. Failing the call keeps such a free from ending the process
+    /// and still opens nothing.
+    public static let noOpen = SeccompRule("openat", errno: EACCES)
+
     /// `swiftvm-vcpuN`: `KVM_RUN`, the registers for reports, and what a
     /// guest's MMIO write to a virtio device does synchronously: activating
     /// a device subscribes its back end to the event loop, virtio-net sets
     /// the TAP's offloads, a vsock reset closes its host connections.
     public static let vcpu: [SeccompRule] = common + [
+        noOpen,
         // A paused vCPU waits on the gate's eventfd.
         .allow("poll"),
         .allow("ppoll"),
@@ -85,6 +93,7 @@ public enum SeccompLists {
     /// SIGUSR1 report; Firecracker's metrics).
     public static func events(_ signals: Signals) -> [SeccompRule] {
         common + [
+            noOpen,
             .allow("epoll_wait"),
             .allow("epoll_pwait"),
             .allow("epoll_ctl"),
@@ -185,6 +194,8 @@ public enum SeccompLists {
             .allow("geteuid"),
             .allow("getrandom"),
             .allow("io_uring_setup"),
+            // An engine=async drive's ring signals an eventfd when I/O completes.
+            .allow("io_uring_register"),
             // The vsock listener (and whether another VMM listens there); the
             // TAP's flags (SIOCGIFFLAGS) and index (if_nametoindex).
             .allow("socket", .equals(0, UInt64(AF_UNIX))),

@@ -97,8 +97,12 @@ public struct SeccompPolicy: Sendable, Equatable {
     public func rules(for kind: SeccompThreadKind) -> [SeccompRule] {
         let own = lists[kind] ?? []
         guard kind == .api else { return own }
+        // The others' errno rules (a refused open) are left out: the API's
+        // own list decides those calls, and one call cannot be both allowed
+        // and refused.
+        let started = ((lists[.events] ?? []) + (lists[.vcpu] ?? [])).filter { $0.errno == nil }
         var seen = Set<SeccompRule>()
-        return (own + SeccompLists.loader + (lists[.events] ?? []) + (lists[.vcpu] ?? [])).filter { seen.insert($0).inserted }
+        return (own + SeccompLists.loader + started).filter { seen.insert($0).inserted }
     }
 
     /// swiftvm's allow-lists (`SeccompLists`), for this process: `tgkill`
