@@ -55,6 +55,29 @@ public enum BootGDT {
         try memory.write(bytes(), at: X86Layout.gdt)
         try memory.zero(at: X86Layout.idt, count: Int(idtLimit) + 1)
     }
+
+    // MARK: - PVH entry
+
+    /// The PVH ABI's segments: 32-bit code and data with base 0 and a 4 GiB
+    /// limit, and a 32-bit busy TSS with base 0 and limit 0x67. Same
+    /// selectors as the 64-bit table (the ABI fixes none).
+    /// 32-bit code: present, DPL 0, execute/read, accessed; D=1, G=1.
+    public static let pvhCode = descriptor(flags: 0xc09b, base: 0, limit: 0xfffff)
+    /// Data as in the 64-bit table: D/B=1, G=1, so a 4 GiB limit.
+    public static let pvhData = data
+    /// Busy 32-bit TSS (type 11), byte granular, limit 0x67.
+    public static let pvhTSS = descriptor(flags: 0x008b, base: 0, limit: 0x67)
+
+    public static let pvhEntries: [UInt64] = [null, pvhCode, pvhData, pvhTSS]
+
+    /// Writes the PVH GDT at ``X86Layout/gdt`` (same size as the 64-bit one,
+    /// so ``limit`` holds) and the empty IDT.
+    public static func writePVH(to memory: GuestMemory) throws(GuestMemoryError) {
+        var bytes: [UInt8] = []
+        for entry in pvhEntries { bytes.appendLittleEndian(entry) }
+        try memory.write(bytes, at: X86Layout.gdt)
+        try memory.zero(at: X86Layout.idt, count: Int(idtLimit) + 1)
+    }
 }
 
 /// A segment descriptor decoded into the fields of a KVM segment register.

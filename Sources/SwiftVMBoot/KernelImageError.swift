@@ -33,6 +33,20 @@ public enum KernelImageError: Error, Equatable, Sendable, CustomStringConvertibl
     case segmentOutsideRAM(index: Int, start: UInt64, end: UInt64, ramSize: UInt64)
     case entryOutsideSegments(entry: UInt64)
     case readFailed(ImageReadError)
+    /// A bzImage older than boot protocol 2.12, which has no xloadflags.
+    case bzImageProtocolTooOld(protocolVersion: UInt16)
+    /// A bzImage whose xloadflags lack XLF_KERNEL_64: no 64-bit entry point.
+    case bzImageNo64BitEntry(protocolVersion: UInt16)
+    /// The file ends before the setup header or the protected-mode code does.
+    case bzImageTruncated(protocolVersion: UInt16, needed: UInt64, fileSize: UInt64)
+    /// [start, end), the kernel and the room init_size asks for, is not one stretch of RAM.
+    case bzImageOutsideRAM(start: UInt64, end: UInt64, ramSize: UInt64)
+    /// `--boot-protocol pvh` for an ELF without a XEN_ELFNOTE_PHYS32_ENTRY note.
+    case pvhNoteMissing
+    /// `--boot-protocol pvh` for a bzImage, which has no PVH entry.
+    case pvhNotForBzImage(protocolVersion: UInt16)
+    /// The PVH note's entry is not below 4 GiB inside a loaded segment.
+    case pvhEntryInvalid(entry: UInt64)
 
     static let vmlinuxAdvice =
         "swiftvm boots x86_64 guests from the uncompressed ELF `vmlinux` at the top of the kernel build tree (make vmlinux)"
@@ -111,6 +125,37 @@ public enum KernelImageError: Error, Equatable, Sendable, CustomStringConvertibl
                 + Self.vmlinuxAdvice
         case .readFailed(let error):
             return "cannot read the kernel file: \(error)"
+        case .bzImageProtocolTooOld(let version):
+            return "this bzImage uses Linux boot protocol \(KernelFormat.protocolString(version)), but swiftvm needs 2.12 or later"
+                + " (Linux 3.8 and newer), whose xloadflags can announce a 64-bit entry point;"
+                + " boot a newer kernel, or pass this kernel's ELF `vmlinux`"
+        case .bzImageNo64BitEntry(let version):
+            return "this bzImage (Linux boot protocol \(KernelFormat.protocolString(version))) has no 64-bit entry point"
+                + " (XLF_KERNEL_64 is clear in xloadflags): it is a 32-bit kernel, and swiftvm enters kernels in 64-bit mode;"
+                + " build the kernel for x86_64 (make ARCH=x86_64 bzImage) or pass an x86_64 `vmlinux`"
+        case .bzImageTruncated(let version, let needed, let fileSize):
+            return "this bzImage (Linux boot protocol \(KernelFormat.protocolString(version))) is truncated:"
+                + " its setup header and code need bytes up to \(needed) but the file has \(fileSize); "
+                + "copy `arch/x86/boot/bzImage` again or rebuild the kernel"
+        case .bzImageOutsideRAM(let start, let end, let ramSize):
+            let needed = (end + (1 << 20) - 1) >> 20
+            if end > X86Layout.mmioGapStart.rawValue {
+                return "the bzImage needs [\(hex(start)), \(hex(end))) for itself and its decompressed kernel (init_size),"
+                    + " which runs into the MMIO gap at \(hex(X86Layout.mmioGapStart.rawValue)); the kernel is too large to boot"
+            }
+            return "the bzImage needs [\(hex(start)), \(hex(end))) for itself and its decompressed kernel (init_size),"
+                + " more than guest RAM (\(describeByteCount(ramSize))) holds;"
+                + " give the guest more --memory (at least \(needed) MiB, plus room for the kernel to run)"
+        case .pvhNoteMissing:
+            return "--boot-protocol pvh needs a PVH entry point, but this ELF carries no XEN_ELFNOTE_PHYS32_ENTRY note"
+                + " (Linux adds it with CONFIG_PVH=y); use --boot-protocol linux64 (or auto) for its 64-bit entry"
+        case .pvhNotForBzImage(let version):
+            return "--boot-protocol pvh needs an ELF `vmlinux` with a PVH note, but this is a bzImage"
+                + " (Linux boot protocol \(KernelFormat.protocolString(version))), which swiftvm enters at its 64-bit entry;"
+                + " pass the `vmlinux` of the same build, or use --boot-protocol linux64 (or auto)"
+        case .pvhEntryInvalid(let entry):
+            return "the PVH note's entry point \(hex(entry)) is not inside a loaded segment below 4 GiB, so it cannot be"
+                + " entered in 32-bit mode; the note is damaged: use --boot-protocol linux64, or " + Self.rebuildAdvice
         }
     }
 

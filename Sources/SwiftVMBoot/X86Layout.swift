@@ -9,6 +9,14 @@ public enum X86Layout {
     public static let gdt = GuestAddress(0x500)
     /// An empty IDT; the kernel installs its own.
     public static let idt = GuestAddress(0x520)
+    /// PVH entry only: `struct hvm_start_info` (EBX points here), its module
+    /// list (room for ``pvhModulesCapacity`` entries of 32 bytes) and its
+    /// memory map (up to 128 entries of 24 bytes, so it ends by 0x6d00).
+    /// The Linux 64-bit entry uses none of them.
+    public static let pvhStartInfo = GuestAddress(0x6000)
+    public static let pvhModules = GuestAddress(0x6040)
+    public static let pvhModulesCapacity = 6
+    public static let pvhMemoryMap = GuestAddress(0x6100)
     /// The zero page (`struct boot_params`); RSI points here at entry.
     public static let zeroPage = GuestAddress(0x7000)
     /// Initial RSP and RBP.

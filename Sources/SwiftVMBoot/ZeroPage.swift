@@ -25,6 +25,13 @@ public struct ZeroPage: Sendable {
     public var commandLineSize: UInt32
     public var initrd: Initrd?
     public var acpiRSDP: GuestAddress?
+    /// A bzImage's setup header (from setup_sects at 0x1f1 on), copied in
+    /// before the loader's fields are written over it (boot.rst, "64-bit
+    /// Boot Protocol": the setup header is loaded from the kernel image);
+    /// nil for a vmlinux, whose header fields are synthesised.
+    public var setupHeader: [UInt8]?
+    /// code32_start for a bzImage: where its protected-mode part was loaded.
+    public var code32Start: UInt32?
 
     /// `E820_MAX_ENTRIES_ZEROPAGE`: the e820_table array has 128 slots.
     public static let maxE820Entries = 128
@@ -52,11 +59,13 @@ public struct ZeroPage: Sendable {
         static let extRamdiskSize = 0x0c4
         static let extCommandLinePointer = 0x0c8
         static let e820Entries = 0x1e8
+        static let setupHeader = 0x1f1
         static let bootFlag = 0x1fe
         static let header = 0x202
         static let version = 0x206
         static let typeOfLoader = 0x210
         static let loadFlags = 0x211
+        static let code32Start = 0x214
         static let ramdiskImage = 0x218
         static let ramdiskSize = 0x21c
         static let commandLinePointer = 0x228
@@ -87,12 +96,21 @@ public struct ZeroPage: Sendable {
         if let acpiRSDP {
             page.storeLittleEndian(acpiRSDP.rawValue, at: Offset.acpiRSDPAddress)
         }
+        if let setupHeader, !setupHeader.isEmpty {
+            // The kernel's own version, kernel_alignment, init_size and the
+            // rest stay as the image states them; the decompressor reads them.
+            let count = min(setupHeader.count, Offset.e820Table - Offset.setupHeader)
+            page.replaceSubrange(Offset.setupHeader..<Offset.setupHeader + count, with: setupHeader.prefix(count))
+            page[Offset.loadFlags] |= Self.loadFlags
+            if let code32Start { page.storeLittleEndian(code32Start, at: Offset.code32Start) }
+        } else {
+            page.storeLittleEndian(Self.protocolVersion, at: Offset.version)
+            page[Offset.loadFlags] = Self.loadFlags
+            page.storeLittleEndian(Self.kernelAlignment, at: Offset.kernelAlignment)
+        }
         page.storeLittleEndian(Self.bootFlag, at: Offset.bootFlag)
         page.storeLittleEndian(Self.headerMagic, at: Offset.header)
-        page.storeLittleEndian(Self.protocolVersion, at: Offset.version)
         page[Offset.typeOfLoader] = Self.undefinedLoader
-        page[Offset.loadFlags] = Self.loadFlags
-        page.storeLittleEndian(Self.kernelAlignment, at: Offset.kernelAlignment)
 
         // 64-bit values are split: low half in the setup header, high half in
         // the ext_ fields (boot protocol 2.12).

@@ -17,8 +17,14 @@ struct RunCommand: ParsableCommand {
             swiftvm exits 0 when the guest reboots or powers off.
             """)
 
-    @Option(help: "The guest kernel: an uncompressed x86_64 ELF vmlinux.")
+    @Option(help: "The guest kernel: an x86_64 ELF vmlinux or a bzImage.")
     var kernel: String
+
+    @Option(help: ArgumentHelp(
+        "Which kernel entry the boot vCPU starts at.",
+        discussion: "auto (the default, Firecracker's rule): PVH for a vmlinux with a PVH note, else the Linux 64-bit entry; "
+            + "a bzImage always uses its 64-bit entry."))
+    var bootProtocol: X86BootProtocol = .auto
 
     @Option(help: "An initrd or initramfs image.")
     var initrd: String?
@@ -122,6 +128,7 @@ struct RunCommand: ParsableCommand {
         commandLine = KernelCommandLine.addingParameters(append, to: commandLine)
         var config = VMConfig(kernelPath: kernel, commandLine: commandLine, vcpuCount: vcpus, memoryMiB: memory)
         config.initrdPath = initrd
+        config.bootProtocol = bootProtocol
         let interactive = !noConsoleInput && Terminal.isTerminal(0)
         config.serialInput = noConsoleInput ? nil : VMConfig.SerialInput(fd: 0, escapes: interactive)
         config.cpuTemplatePath = cpuTemplate
@@ -213,3 +220,5 @@ struct RunCommand: ParsableCommand {
         return vm.wait()
     }
 }
+
+extension X86BootProtocol: ExpressibleByArgument {}

@@ -33,8 +33,9 @@ struct InspectKernelTests {
         let outcome = try SwiftVMProcess.run(["inspect", "kernel", try #require(GuestKernel.path)])
         #expect(outcome.status == 0, "\(outcome.stdout)\(outcome.stderr)")
         #expect(outcome.stdout.contains("a 64-bit ELF for x86_64"))
-        #expect(outcome.stdout.contains("entry point: 0x1000000"))
-        #expect(outcome.stdout.contains("version:     Linux version 6.1"))
+        #expect(outcome.stdout.contains("entry point:  0x1000000"))
+        #expect(outcome.stdout.contains("x86_64 entry: the PVH 32-bit entry"), "the kernel carries a PVH note: \(outcome.stdout)")
+        #expect(outcome.stdout.contains(#/version: +Linux version 6\.1/#))
         #expect(outcome.stdout.contains("x86_64: usable"))
         #expect(outcome.stdout.contains("aarch64: not usable"))
         // Asking for aarch64 is a refusal.
@@ -60,7 +61,7 @@ struct InspectKernelTests {
         #expect(outcome.stdout.contains("error CONFIG_SERIAL_8250 is not set:"))
     }
 
-    @Test("a bzImage: boot protocol and setup-header facts, not usable, vmlinux advised")
+    @Test("a bzImage: boot protocol and setup-header facts, usable through its 64-bit entry; without XLF_KERNEL_64 refused")
     func bzImage() throws {
         var bytes = [UInt8](repeating: 0, count: 0x2000)
         bytes[0x1f1] = 1
@@ -72,12 +73,17 @@ struct InspectKernelTests {
         bytes.replaceSubrange(0x300..<0x30a, with: Array("6.1.0-bz\u{0}\u{0}".utf8))
         bytes.replaceSubrange(0x236..<0x238, with: Self.le(UInt16(1)))
         let outcome = try Self.inspect(bytes)
-        #expect(outcome.status == 65)
+        #expect(outcome.status == 0, "\(outcome.stdout)")
         #expect(outcome.stdout.contains("a bzImage (Linux boot protocol 2.15)"))
         #expect(outcome.stdout.contains("64-bit entry:  yes"))
         #expect(outcome.stdout.contains("version:       6.1.0-bz"))
-        #expect(outcome.stdout.contains("x86_64: not usable: this is a bzImage"))
-        #expect(outcome.stdout.contains("vmlinux"))
+        #expect(outcome.stdout.contains("x86_64 entry:  the Linux 64-bit entry at 0x100200"), "\(outcome.stdout)")
+        #expect(outcome.stdout.contains("x86_64: usable"))
+
+        bytes[0x236] = 0  // no XLF_KERNEL_64: a 32-bit-only kernel
+        let old = try Self.inspect(bytes)
+        #expect(old.status == 65, "\(old.stdout)")
+        #expect(old.stdout.contains("x86_64: not usable"), "\(old.stdout)")
     }
 
     @Test("an arm64 Image: usable with --arch aarch64, refused on x86_64")

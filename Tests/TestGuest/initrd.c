@@ -10,7 +10,7 @@ extern char __image_end[];
 
 static uint32_t zp32(uint64_t offset)
 {
-    return *(volatile uint32_t *)(ZEROPAGE_EXPECTED_ADDR + offset);
+    return *(volatile const uint32_t *)(zeropage_base() + offset);
 }
 
 static int bytes_equal(const char *at, const char *expected, uint64_t len)

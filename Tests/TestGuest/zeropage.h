@@ -28,14 +28,35 @@
 
 #define E820_RAM 1
 
+/* struct hvm_start_info (Xen's PVH ABI), version 1. */
+#define PVH_START_MAGIC 0x336ec578
+#define PVH_MAGIC 0x00
+#define PVH_VERSION 0x04
+#define PVH_NR_MODULES 0x0c
+#define PVH_MODLIST_PADDR 0x10
+#define PVH_CMDLINE_PADDR 0x18
+#define PVH_RSDP_PADDR 0x20
+#define PVH_MEMMAP_PADDR 0x28
+#define PVH_MEMMAP_ENTRIES 0x30
+
 struct e820_entry {
     uint64_t addr;
     uint64_t size;
     uint32_t type;
 } __attribute__((packed));
 
-/* Remembers the zero page pointer the VMM passed in RSI. */
+/* Remembers the zero page pointer the VMM passed in RSI (or the one
+ * zeropage_from_pvh built). */
 void zeropage_init(uint64_t rsi);
+
+/* PVH entry: fills a zero page in the image from the hvm_start_info at
+ * start_info (command line, memory map as e820, RSDP, the first module as
+ * the initrd) and returns its address, which then goes to main() as the
+ * zero page. Remembers start_info for the boot-protocol check. */
+uint64_t zeropage_from_pvh(uint64_t start_info);
+
+/* The zero page in use: the VMM's or the one built from PVH. */
+const uint8_t *zeropage_base(void);
 
 /* The command line if its pointer is set and it ends within CMDLINE_MAX
  * bytes; otherwise NULL. */

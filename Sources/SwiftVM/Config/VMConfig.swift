@@ -5,10 +5,14 @@ import SwiftVMBoot
 /// Front ends (the CLI, the config file, the API) fill this in; the VMM only
 /// reads it.
 public struct VMConfig: Sendable {
-    /// The guest kernel: an x86_64 ELF `vmlinux`.
+    /// The guest kernel: an x86_64 ELF `vmlinux` or a bzImage.
     public var kernelPath: String
     /// An optional initrd / initramfs image.
     public var initrdPath: String?
+    /// Which entry of the kernel the boot vCPU starts at (`--boot-protocol`):
+    /// `.auto` is Firecracker's rule, PVH for a vmlinux with a PVH note and
+    /// the Linux 64-bit entry otherwise (docs/guest-kernels.md).
+    public var bootProtocol: X86BootProtocol = .auto
     /// The kernel command line, exactly as the guest will see it.
     public var commandLine: String
     /// Number of vCPUs (1...VMConfig.maxVCPUs).

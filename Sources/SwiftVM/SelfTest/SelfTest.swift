@@ -1,5 +1,6 @@
 import SwiftVMDevices
 import Glibc
+import SwiftVMBoot
 import SwiftVMHost
 
 /// Boots the project's test guest in several machine shapes and checks what
@@ -18,12 +19,14 @@ public struct SelfTest: Sendable {
         public var acpi: Bool = true
         public var drives: [TestDrive] = []
         public var extraCommandLine: String = ""
+        /// The kernel entry: the Linux 64-bit one unless a scenario is about PVH.
+        public var bootProtocol: X86BootProtocol = .linux64
 
         public enum ExpectedExit: Sendable { case reset, tripleFault }
 
         public init(
             name: String, vcpus: Int, memoryMiB: Int, mode: String, expectedExit: ExpectedExit, acpi: Bool = true,
-            drives: [TestDrive] = [], extraCommandLine: String = ""
+            drives: [TestDrive] = [], extraCommandLine: String = "", bootProtocol: X86BootProtocol = .linux64
         ) {
             self.name = name
             self.vcpus = vcpus
@@ -33,6 +36,7 @@ public struct SelfTest: Sendable {
             self.acpi = acpi
             self.drives = drives
             self.extraCommandLine = extraCommandLine
+            self.bootProtocol = bootProtocol
         }
     }
 
@@ -89,6 +93,9 @@ public struct SelfTest: Sendable {
         Scenario(
             name: "no ACPI, 2 vCPUs, drive", vcpus: 2, memoryMiB: 256, mode: "selftest", expectedExit: .reset,
             acpi: false, drives: [TestDrive(kind: .rw)]),
+        Scenario(
+            name: "PVH entry, 2 vCPUs, 256 MiB", vcpus: 2, memoryMiB: 256, mode: "selftest", expectedExit: .reset,
+            bootProtocol: .pvh),
         Scenario(name: "triple fault", vcpus: 1, memoryMiB: 128, mode: "triplefault", expectedExit: .tripleFault),
     ]
 
@@ -121,6 +128,7 @@ public struct SelfTest: Sendable {
             memoryMiB: scenario.memoryMiB, serialOutput: .sink(console))
         config.kvmPath = kvmPath
         config.acpi = scenario.acpi
+        config.bootProtocol = scenario.bootProtocol
         config.preflight = false
         let images: TestImages
         do { images = try TestImages(scenario.drives) } catch {
@@ -158,6 +166,7 @@ public struct SelfTest: Sendable {
             commandLine: "console=ttyS0 reboot=k panic=1 testguest.mode=insn testguest.insn=\(instruction)",
             memoryMiB: 32, serialOutput: .sink(console))
         config.kvmPath = kvmPath
+        config.bootProtocol = .linux64
         config.preflight = false
         config.entropyDevice = false
         let name = "instruction \(instruction)"

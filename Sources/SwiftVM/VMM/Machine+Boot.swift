@@ -3,12 +3,13 @@ import SwiftVMMemory
 import SwiftVMBoot
 
 extension Machine {
-    /// Maps guest RAM and writes everything the Linux 64-bit boot protocol
-    /// expects into it: the kernel, the initrd, the command line, page tables,
-    /// GDT, MP table, ACPI tables and zero page. Needs no KVM.
+    /// Maps guest RAM and writes everything the chosen entry expects into it:
+    /// the kernel, the initrd, the command line, the MP table and ACPI
+    /// tables, and for the Linux 64-bit entry page tables, GDT and zero page,
+    /// for PVH a 32-bit GDT and `hvm_start_info`. Needs no KVM.
     /// Returns guest RAM, where the kernel landed, and the kernel file (still
     /// open, for the pre-flight to read its notes without opening it again).
-    static func loadGuest(_ config: VMConfig) throws(VMMError) -> (GuestMemory, LoadedKernel, FileImage) {
+    static func loadGuest(_ config: VMConfig) throws(VMMError) -> (GuestMemory, LoadedX86Kernel, FileImage) {
         let commandLine: KernelCommandLine
         do { commandLine = try KernelCommandLine(config.guestCommandLine) } catch {
             throw VMMError(.usage, error.description)
@@ -23,8 +24,8 @@ extension Machine {
         do { memory = try GuestMemory(regions: X86Layout.ramRegions(size: ramSize)) } catch {
             throw VMMError(.hostResource, error.description)
         }
-        let kernel: LoadedKernel
-        do { kernel = try KernelLoader.loadX86Vmlinux(kernelFile, into: memory) } catch {
+        let kernel: LoadedX86Kernel
+        do { kernel = try KernelLoader.loadX86(kernelFile, protocol: config.bootProtocol, into: memory) } catch {
             throw VMMError(.badKernel(path: config.kernelPath), "kernel \(config.kernelPath): \(error)")
         }
         var initrd: ZeroPage.Initrd?
@@ -33,8 +34,12 @@ extension Machine {
         }
         do {
             try commandLine.write(to: memory, at: X86Layout.commandLine)
-            try BootPageTables.write(to: memory)
-            try BootGDT.write(to: memory)
+            if kernel.entry.mode == .linux64 {
+                try BootPageTables.write(to: memory)
+                try BootGDT.write(to: memory)
+            } else {
+                try BootGDT.writePVH(to: memory)
+            }
             try MPTable(cpuCount: config.vcpuCount).write(to: memory)
             var rsdp: GuestAddress?
             if config.acpi {
@@ -42,10 +47,22 @@ extension Machine {
                 try tables.write(to: memory)
                 rsdp = tables.rsdpAddress
             }
-            let zeroPage = ZeroPage(
-                e820: E820Map.x86(ramSize: ramSize), commandLineSize: UInt32(commandLine.size),
-                initrd: initrd, acpiRSDP: rsdp)
-            try zeroPage.write(to: memory)
+            switch kernel.entry.mode {
+            case .linux64:
+                var zeroPage = ZeroPage(
+                    e820: E820Map.x86(ramSize: ramSize), commandLineSize: UInt32(commandLine.size),
+                    initrd: initrd, acpiRSDP: rsdp)
+                if let bzImage = kernel.bzImage {
+                    zeroPage.setupHeader = bzImage.setupHeader
+                    zeroPage.code32Start = UInt32(truncatingIfNeeded: bzImage.loadAddress)
+                }
+                try zeroPage.write(to: memory)
+            case .pvh:
+                // The same memory map as the zero page's e820; the initrd is the first module.
+                let modules = initrd.map { [PVHStartInfo.Module(address: $0.address, size: $0.size)] } ?? []
+                try PVHStartInfo(memoryMap: E820Map.x86(ramSize: ramSize), modules: modules, acpiRSDP: rsdp)
+                    .write(to: memory)
+            }
         } catch { throw VMMError(.internalError, "writing boot structures: \(error)") }
         return (memory, kernel, kernelFile)
     }

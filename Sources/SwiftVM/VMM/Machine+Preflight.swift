@@ -52,7 +52,9 @@ extension Machine {
     /// Logs the warnings and throws the first error of `commandLineFindings`.
     static func preflightCommandLine(_ config: VMConfig, kernel: FileImage) throws(VMMError) {
         guard config.preflight else { return }
-        let isLinux = ELFNotes.owners(kernel).contains("Linux")
+        // A bzImage is Linux's own format; a vmlinux says so in its notes.
+        let isBzImage = if case .bzImage = KernelFormat.detect(kernel) { true } else { false }
+        let isLinux = isBzImage || ELFNotes.owners(kernel).contains("Linux")
         let findings = commandLineFindings(config, kernelIsLinux: isLinux)
         for finding in findings where finding.severity == .warning { Log.warning(finding.message) }
         if let error = findings.first(where: { $0.severity == .error }) {

@@ -13,7 +13,7 @@ extension Machine {
         (0x2ff, (1 << 11) | 6),  // MTRRdefType: MTRRs on, default write-back
     ]
 
-    static func createVCPUs(kvm: KVM, vm: VirtualMachine, config: VMConfig, entry: GuestAddress) throws(VMMError) -> [VCPU] {
+    static func createVCPUs(kvm: KVM, vm: VirtualMachine, config: VMConfig, entry: X86Entry) throws(VMMError) -> [VCPU] {
         var supported: [CPUIDEntry]
         do { supported = try kvm.supportedCPUID() } catch { throw .kvm(error, while: "reading supported CPUID") }
         // The template goes first and topology last, so a template can hide
@@ -24,7 +24,8 @@ extension Machine {
             }
         }
         let tscDeadline = kvm.hasTSCDeadlineTimer
-        let longMode = longModeEntry(rip: entry.rawValue)
+        let longMode = longModeEntry(rip: entry.address.rawValue)
+        let pvh = pvhEntry(eip: entry.address.rawValue)
         var vcpus: [VCPU] = []
         for index in 0..<config.vcpuCount {
             do {
@@ -38,7 +39,10 @@ extension Machine {
                 }
                 try vcpu.resetFPU()
                 try vcpu.configureLocalInterrupts()
-                try vcpu.setLongModeEntry(longMode)
+                switch entry.mode {
+                case .linux64: try vcpu.setLongModeEntry(longMode)
+                case .pvh: try vcpu.setProtectedModeEntry(pvh)
+                }
                 vcpus.append(vcpu)
             } catch let error as VMMError {
                 throw error
@@ -67,16 +71,29 @@ extension Machine {
         }
     }
 
+    /// The segment register KVM loads for GDT descriptor `descriptor` at `selector`.
+    static func segment(_ descriptor: UInt64, selector: UInt16) -> SegmentRegister {
+        let decoded = SegmentDescriptor(descriptor)
+        return SegmentRegister(
+            base: decoded.base, limit: decoded.limit, selector: selector, type: decoded.type,
+            present: decoded.present, dpl: decoded.dpl, db: decoded.db, s: decoded.s, l: decoded.l,
+            g: decoded.g, avl: decoded.avl)
+    }
+
+    /// The vCPU state at the PVH entry point: the PVH GDT's 32-bit segments,
+    /// paging off, `hvm_start_info` in EBX.
+    static func pvhEntry(eip: UInt64) -> X86ProtectedModeEntry {
+        X86ProtectedModeEntry(
+            eip: eip, ebx: X86Layout.pvhStartInfo.rawValue, gdtBase: X86Layout.gdt.rawValue, gdtLimit: BootGDT.limit,
+            idtBase: X86Layout.idt.rawValue, idtLimit: BootGDT.idtLimit,
+            code: segment(BootGDT.pvhCode, selector: BootGDT.codeSelector),
+            data: segment(BootGDT.pvhData, selector: BootGDT.dataSelector),
+            tss: segment(BootGDT.pvhTSS, selector: BootGDT.tssSelector))
+    }
+
     /// The vCPU state at the 64-bit entry point: the boot GDT's segments, the
     /// boot page tables, the zero page in RSI.
     static func longModeEntry(rip: UInt64) -> X86LongModeEntry {
-        func segment(_ descriptor: UInt64, selector: UInt16) -> SegmentRegister {
-            let decoded = SegmentDescriptor(descriptor)
-            return SegmentRegister(
-                base: decoded.base, limit: decoded.limit, selector: selector, type: decoded.type,
-                present: decoded.present, dpl: decoded.dpl, db: decoded.db, s: decoded.s, l: decoded.l,
-                g: decoded.g, avl: decoded.avl)
-        }
         return X86LongModeEntry(
             rip: rip, rsp: X86Layout.bootStack.rawValue, rsi: X86Layout.zeroPage.rawValue,
             pml4: X86Layout.pml4.rawValue, gdtBase: X86Layout.gdt.rawValue, gdtLimit: BootGDT.limit,

@@ -67,6 +67,29 @@ public struct X86LongModeEntry: Sendable {
     }
 }
 
+/// The register state of a vCPU entering a kernel through PVH (Xen's
+/// `XEN_ELFNOTE_PHYS32_ENTRY`): 32-bit protected mode, no paging.
+public struct X86ProtectedModeEntry: Sendable {
+    public var eip: UInt64
+    /// EBX carries the physical address of `hvm_start_info`.
+    public var ebx: UInt64
+    public var gdtBase: UInt64
+    public var gdtLimit: UInt16
+    public var idtBase: UInt64
+    public var idtLimit: UInt16
+    public var code: SegmentRegister
+    public var data: SegmentRegister
+    public var tss: SegmentRegister
+
+    public init(
+        eip: UInt64, ebx: UInt64, gdtBase: UInt64, gdtLimit: UInt16, idtBase: UInt64, idtLimit: UInt16,
+        code: SegmentRegister, data: SegmentRegister, tss: SegmentRegister
+    ) {
+        self.eip = eip; self.ebx = ebx; self.gdtBase = gdtBase; self.gdtLimit = gdtLimit
+        self.idtBase = idtBase; self.idtLimit = idtLimit; self.code = code; self.data = data; self.tss = tss
+    }
+}
+
 /// What a crash report shows about a vCPU.
 public struct VCPUSnapshot: Sendable {
     public var rip: UInt64
@@ -210,6 +233,39 @@ extension VCPU {
         regs.rsp = entry.rsp
         regs.rbp = entry.rsp
         regs.rsi = entry.rsi
+        try ioctl("KVM_SET_REGS", SVM_KVM_SET_REGS, &regs)
+    }
+
+    /// Loads the PVH entry state: 32-bit protected mode with paging off
+    /// (CR0 = PE | ET, CR4 = 0, EFER = 0), flat 4 GiB segments from the PVH
+    /// boot GDT, a busy 32-bit TSS, interrupts off, EIP at the entry and EBX
+    /// at `hvm_start_info`. The corresponding ioctls are `KVM_GET_SREGS`,
+    /// `KVM_SET_SREGS` and `KVM_SET_REGS`.
+    public func setProtectedModeEntry(_ entry: X86ProtectedModeEntry) throws(KVMError) {
+        var sregs = kvm_sregs()
+        try ioctl("KVM_GET_SREGS", SVM_KVM_GET_SREGS, &sregs)
+        sregs.gdt.base = entry.gdtBase
+        sregs.gdt.limit = entry.gdtLimit
+        sregs.idt.base = entry.idtBase
+        sregs.idt.limit = entry.idtLimit
+        sregs.cs = entry.code.kvm
+        let data = entry.data.kvm
+        sregs.ds = data
+        sregs.es = data
+        sregs.fs = data
+        sregs.gs = data
+        sregs.ss = data
+        sregs.tr = entry.tss.kvm
+        sregs.cr0 = 0x1 | 0x10  // PE | ET: caching on, paging off
+        sregs.cr3 = 0
+        sregs.cr4 = 0
+        sregs.efer = 0
+        try ioctl("KVM_SET_SREGS", SVM_KVM_SET_SREGS, &sregs)
+
+        var regs = kvm_regs()
+        regs.rflags = 0x2  // bit 1 is reserved and always set; IF clear
+        regs.rip = entry.eip
+        regs.rbx = entry.ebx
         try ioctl("KVM_SET_REGS", SVM_KVM_SET_REGS, &regs)
     }
 

@@ -110,13 +110,28 @@ public struct KernelInspection: Sendable {
     ) -> KernelInspection {
         let format = KernelFormat.detect(image)
         var result = KernelInspection(format: format)
-        // The loader's own checks, less the guest's RAM size, which `run` chooses.
-        do throws(KernelImageError) { _ = try VmlinuxLayout(image) } catch { result.problems[.x86_64] = error.description }
+        // The loader's own checks, less the guest's RAM size, which `run` chooses,
+        // and the entry `run` takes by default.
+        var entryFacts: [Fact] = []
+        do throws(KernelImageError) {
+            let plan = try X86KernelPlan(image, protocol: .auto)
+            entryFacts.append(Fact(label: "x86_64 entry", value: "\(plan.entry) (\(plan.reason))"))
+            if case .bzImage(let layout) = plan.image {
+                entryFacts.append(Fact(
+                    label: "x86_64 load",
+                    value: "protected-mode part (\(layout.kernelSize) bytes after \(layout.setupSectors) setup sectors)"
+                        + " at \(hex(layout.loadAddress)); needs RAM up to \(hex(layout.endAddress)) (init_size)"))
+            }
+        } catch { result.problems[.x86_64] = error.description }
         do throws(Arm64ImageError) { _ = try Arm64ImageLoader.checkedHeader(image) } catch {
             result.problems[.aarch64] = error.description
         }
-        guard let bytes else { return result }
+        guard let bytes else {
+            result.facts += entryFacts
+            return result
+        }
         result.describe(bytes, image: image, layer: layer, budget: &budget)
+        result.facts += entryFacts
         return result
     }
 

@@ -47,8 +47,16 @@ struct KernelInspectionTests {
         #expect(Self.fact(inspection, "relocatable") == "yes")
         #expect(Self.fact(inspection, "payload") == "1234 bytes, xz-compressed")
         #expect(inspection.version == "6.1.0-test (me)")
-        #expect(inspection.problems[.x86_64]?.contains("vmlinux") == true)
+        // Protocol 2.15 with XLF_KERNEL_64: swiftvm boots it at load address + 0x200.
+        #expect(inspection.problems[.x86_64] == nil)
+        #expect(Self.fact(inspection, "x86_64 entry")?.hasPrefix("the Linux 64-bit entry at 0x100200") == true)
         #expect(inspection.problems[.aarch64] != nil)
+
+        // Without XLF_KERNEL_64 it is refused, naming the flag and the fix.
+        bytes.replaceSubrange(0x236..<0x238, with: le(UInt16(2)))
+        let refused = KernelInspection.inspect(InMemoryImage(bytes))
+        #expect(refused.problems[.x86_64]?.contains("XLF_KERNEL_64") == true)
+        #expect(refused.problems[.x86_64]?.contains("vmlinux") == true)
     }
 
     @Test("an arm64 Image: text offset, size, page size; usable on aarch64 only unless 64K pages")
