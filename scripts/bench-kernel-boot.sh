@@ -18,8 +18,7 @@ cd "$(dirname "$0")/.."
 runs=${1:-3}
 
 command -v qemu-system-x86_64 >/dev/null || { echo "bench-kernel-boot: needs qemu-system-x86_64 (apt-get install -y qemu-system-x86)" >&2; exit 3; }
-swift build -c release --static-swift-stdlib --product swiftvm >/dev/null
-swiftvm="$(swift build -c release --static-swift-stdlib --show-bin-path)/swiftvm"
+swiftvm=$(scripts/build-release.sh 2>/dev/null)
 kernel=$(scripts/build-kernel.sh | tail -n1)
 cmdline="console=ttyS0 earlyprintk=ttyS0 reboot=k panic=1 nomodule 8250.nr_uarts=1 i8042.noaux i8042.nomux i8042.dumbkbd swiotlb=noforce noxsave"
 

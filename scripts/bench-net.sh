@@ -53,12 +53,14 @@ command -v python3 >/dev/null || { echo "bench-net: needs python3 for the host s
 if [[ -n ${SWIFTVM:-} ]]; then
   swiftvm=$SWIFTVM
 else
-  if ! log=$(swift build -c release --static-swift-stdlib --product swiftvm 2>&1); then
+  build_log=$(mktemp)
+  if ! swiftvm=$(scripts/build-release.sh 2>"$build_log"); then
     echo "bench-net: the release build of swiftvm failed:" >&2
-    echo "$log" | tail -n 20 >&2
+    tail -n 20 "$build_log" >&2
+    rm -f "$build_log"
     exit 1
   fi
-  swiftvm="$(swift build -c release --static-swift-stdlib --show-bin-path)/swiftvm"
+  rm -f "$build_log"
 fi
 make -s -C Tests/TestGuest
 guest=Tests/TestGuest/build/swiftvm-testguest

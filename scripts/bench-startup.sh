@@ -1,72 +1,82 @@
 #!/usr/bin/env bash
 # Start-up benchmark: exec to exit of the smallest guest
 # (Tests/TestGuest/minimal.S: it maps the boot-timer page, writes the
-# boot-complete byte and resets through the i8042), 1 vCPU, 128 MiB.
-# Prints figures; asserts nothing.
+# boot-complete byte and resets through the i8042), 1 vCPU, 128 MiB, under
+#   swiftvm        the release build (scripts/build-release.sh)
+#   QEMU microvm   qemu-system-x86_64 -M microvm, when the guest carries a PVH
+#                  entry note (the only way QEMU's microvm loads an ELF)
+#   floor          scripts/lib/floor-vmm.c: the fewest KVM calls that boot the
+#                  guest (VM, TSS, irqchip, PIT, one RAM region, one vCPU)
+# run alternately on the same guest file. Prints figures; asserts nothing.
 #
-#   scripts/bench-startup.sh [RUNS]        (default 50)
+#   scripts/bench-startup.sh [RUNS] [CHURN]     (defaults 20 and 48)
 #
-# Reports, over RUNS sequential runs of the release build:
-#   wall ms    exec to exit, as a parent process sees it
-#   cpu ms     user + system time of the swiftvm process (guest time included)
-#   boot ms    swiftvm's own Guest-boot-time line (VMM start to the guest's write)
-#   rss        peak resident memory, split into private memory (beyond the
-#              guest RAM the run touched) and file-backed code shared by all VMMs
-# and how many microVMs two parallel streams start and stop per second; then
-# the same guest started through Firecracker's API (scripts/lib/bench-api.py):
-# exec to a listening socket, and InstanceStart to the guest's first write.
+# SWIFTVM=PATH measures that binary instead of building the release one.
+#
+# Table (scripts/lib/bench-startup.py): medians with the interquartile range
+# and the ratio to the floor of
+#   CPU ms    user + system time of the process, guest time included
+#   wall ms   spawn to reaped exit, as the parent process sees it
+#   max RSS   peak resident memory (wait4)
+#   churn     microVMs started and stopped per second, 8 at a time
+# Then swiftvm's own figures: its Guest-boot-time line (exec to the guest's
+# boot-timer write) and its memory split, and the same guest started through
+# Firecracker's API (scripts/lib/bench-api.py): exec to a listening socket,
+# InstanceStart to the guest's first write.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-runs=${1:-50}
+runs=${1:-20}
+churn=${2:-48}
 
-swift build -c release --static-swift-stdlib --product swiftvm >/dev/null
-bin=$(swift build -c release --static-swift-stdlib --show-bin-path)
+bin=${SWIFTVM:-$(scripts/build-release.sh)}
 make -s -C Tests/TestGuest
-guest=Tests/TestGuest/build/swiftvm-minimal
-args=(run --kernel "$guest" --vcpus 1 --memory 128 --no-rng --no-console-input --log-level debug)
+guest=$PWD/Tests/TestGuest/build/swiftvm-minimal
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cc -O2 -o "$work/floor-vmm" scripts/lib/floor-vmm.c
+cc -O2 -static -o "$work/exec-measure" scripts/lib/exec-measure.c
 
-# One warm-up run so page cache and KVM module state do not count.
-"$bin/swiftvm" "${args[@]}" </dev/null >/dev/null 2>&1
+swiftvm=("$bin" run --kernel "$guest" --vcpus 1 --memory 128 --no-rng --no-console-input)
+tab=$'\t'
+{
+  (IFS=$tab; echo "swiftvm${tab}run${tab}${swiftvm[*]}")
+  # QEMU's microvm loads an ELF kernel only through the PVH entry note
+  # (XEN_ELFNOTE_PHYS32_ENTRY, type 18); without it QEMU refuses the file.
+  # The guest resets through the i8042, which microvm leaves out unless
+  # asked; -no-reboot turns the reset into QEMU's exit. Under kvm_pvm (KVM
+  # without VMX/SVM) "-cpu host" fails: KVM refuses the IA32_ARCH_CAPABILITIES
+  # value QEMU sets, so that MSR is left out.
+  qemu=(qemu-system-x86_64 -M microvm -nodefaults -no-user-config -enable-kvm -cpu host,-arch-capabilities
+        -m 128 -smp 1)
+  if ! command -v qemu-system-x86_64 >/dev/null; then
+    echo "QEMU microvm${tab}n/a${tab}qemu-system-x86_64 is not installed"
+  elif ! readelf -n "$guest" | grep -A1 -w Xen | grep -Eq '0x00000012|PHYS32'; then
+    echo "QEMU microvm${tab}n/a${tab}the guest has no PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY), without which QEMU's microvm cannot load an ELF kernel"
+  elif ! kvm=$(printf 'info kvm\nquit\n' | timeout 20 "${qemu[@]}" -display none -S -monitor stdio 2>&1 | tr -d '\r') ||
+       ! grep -q 'kvm support: enabled' <<<"$kvm"; then
+    echo "QEMU microvm${tab}n/a${tab}QEMU cannot use KVM here: $(grep -aim1 'error\|kvm support' <<<"$kvm" || echo 'no answer')"
+  else
+    echo "QEMU: $(grep -m1 'kvm support' <<<"$kvm") (-enable-kvm -cpu host,-arch-capabilities)" >&2
+    qemu+=(-nographic -kernel "$guest" -serial stdio -device i8042 -no-reboot)
+    (IFS=$tab; echo "QEMU microvm${tab}run${tab}${qemu[*]}")
+  fi
+  echo "C floor${tab}run${tab}$work/floor-vmm${tab}$guest${tab}128"
+} >"$work/subjects"
 
-results=$(mktemp)
-trap 'rm -f "$results" "$results.err" "$results.time"' EXIT
-TIMEFORMAT="TIME %3R %3U %3S"
-for _ in $(seq "$runs"); do
-  { time /usr/bin/time -f "RSS %M" "$bin/swiftvm" "${args[@]}" </dev/null >/dev/null 2>"$results.err"; } 2>"$results.time"
-  cat "$results.err" "$results.time" |
-    awk '/Guest-boot-time/ { boot = $4 / 1000 }
-         /VMM memory at exit/ { anon = $(NF-9); beyond = substr($(NF-7), 2); file = $(NF-1) }
-         /^RSS/ { rss = $2 }
-         /^TIME/ { wall = $2 * 1000; cpu = ($3 + $4) * 1000 }
-         END { printf "%.2f %.2f %.2f %d %d %d %d\n", wall, cpu, boot, rss, anon, beyond, file }' >>"$results"
+echo "start-up, exec to exit of the minimal guest, 1 vCPU, 128 MiB; $(uname -r), $(nproc) CPUs," \
+  "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); load $(cut -d' ' -f1-3 /proc/loadavg)"
+python3 scripts/lib/bench-startup.py "$work/exec-measure" "$runs" "$churn" "$work/subjects"
+
+# swiftvm's own view: its boot-timer line, and where its memory goes.
+boot=() split=""
+for _ in 1 2 3 4 5; do
+  "${swiftvm[@]}" --log-level debug </dev/null >/dev/null 2>"$work/log"
+  boot+=("$(sed -nE 's/.*Guest-boot-time = ([0-9]+) us.*/\1/p' "$work/log")")
+  split=$(sed -nE 's/.*VMM memory at exit: (.*)/\1/p' "$work/log")
 done
-
-echo "swiftvm start-up, $runs runs, 1 vCPU, 128 MiB, $(uname -r), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
-median=$(sort -n "$results" | awk '{ w[NR] = $1 } END { print w[int((NR + 1) / 2)] }')
-awk -v median="$median" '
-  { wall += $1; cpu += $2; boot += $3; rss += $4; anon += $5; beyond += $6; file += $7
-    if (NR == 1 || $1 < minwall) minwall = $1 }
-  END {
-    printf "  wall ms   mean %.1f  min %.1f  median %.1f\n", wall / NR, minwall, median
-    printf "  cpu ms    mean %.1f\n", cpu / NR
-    printf "  boot ms   mean %.1f (VMM start to the guest boot-timer write)\n", boot / NR
-    printf "  rss KiB   peak %.0f = private %.0f (%.0f beyond guest RAM) + shared code %.0f\n", rss / NR, anon / NR, beyond / NR, file / NR
-  }' "$results"
-
-# Throughput: two streams (the machine has 2 cores) for a fixed count.
-count=100
-start=$(date +%s.%N)
-for stream in 1 2; do
-  ( for _ in $(seq $((count / 2))); do "$bin/swiftvm" "${args[@]}" </dev/null >/dev/null 2>&1; done ) &
-done
-wait
-end=$(date +%s.%N)
-awk -v n=$count -v s="$start" -v e="$end" 'BEGIN { printf "  rate      %.0f microVMs started and stopped per second (2 parallel streams, %d VMs)\n", n / (e - s), n }'
+echo "swiftvm: exec to the guest's boot-timer write: $(printf '%s\n' "${boot[@]}" | sort -n | sed -n 3p) us (median of 5)"
+echo "swiftvm: memory at exit (last of those runs): ${split:-the debug line did not reach the log}"
 
 # The same guest through Firecracker's interface: exec to a listening API
 # socket, and InstanceStart to the guest's first write, as a client sees them.
-if command -v python3 >/dev/null; then
-  python3 scripts/lib/bench-api.py "$bin/swiftvm" "$guest" "$(( runs < 20 ? runs : 20 ))"
-else
-  echo "NOTE the API figures need python3"
-fi
+python3 scripts/lib/bench-api.py "$work/exec-measure" "$bin" "$guest" "$runs"

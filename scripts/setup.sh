@@ -6,8 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh
-swift build -c release --static-swift-stdlib --product swiftvm
-bin=$(swift build -c release --static-swift-stdlib --show-bin-path)
+bin=$(dirname "$(scripts/build-release.sh)")
 make -s -C Tests/TestGuest BUILD="$bin"
 echo "swiftvm is at $bin/swiftvm" >&2
 exec "$bin/swiftvm" selftest "$@"

@@ -29,9 +29,19 @@ public enum Log {
     private struct Sink {
         /// Standard error, reopened non-blocking on first use.
         var fd: Int32?
-        var budget = LogBudget(perSecond: 20)
+        var budget: LogBudget
         var handler: Handler?
         var lost = 0
+
+        // An explicit initializer, not a default value for `budget`: with
+        // default values, Swift 6.3's optimizer builds the static `sink` with
+        // a zeroed budget (perSecond 0), and a release build then drops every
+        // warning and debug line.
+        init() {
+            fd = nil
+            budget = LogBudget(perSecond: 20)
+            handler = nil
+        }
     }
     private static let sink = Mutex(Sink())
 

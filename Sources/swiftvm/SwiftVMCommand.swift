@@ -1,4 +1,5 @@
 import ArgumentParser
+import Glibc
 import SwiftVM
 import SwiftVMMemory
 
@@ -21,6 +22,20 @@ struct SwiftVMCommand: ParsableCommand {
 
     static func main() {
         BootClock.markProcessStart()
+        // `swiftvm run ...`, the command that boots a guest, is parsed by its
+        // own command alone: parsing through the whole tree (every
+        // subcommand's options, the Firecracker default's, the completion
+        // script request) costs milliseconds of Swift runtime type lookups
+        // at every start (docs/performance.md). A command line it does not
+        // accept (a usage error, --help) goes through the tree below, which
+        // words the message and picks the exit status as always.
+        let arguments = CommandLine.arguments.dropFirst()
+        if arguments.first == RunCommand.configuration.commandName,
+            var command = try? RunCommand.parseAsRoot(Array(arguments.dropFirst()))
+        {
+            do { try command.run() } catch { finish(error) }
+            return
+        }
         do {
             var command = try parseAsRoot()
             // The selftest's own VMs run under the filters `swiftvm run` uses
@@ -30,8 +45,17 @@ struct SwiftVMCommand: ParsableCommand {
             }
             try command.run()
         } catch {
-            exit(withError: error)
+            finish(error)
         }
+    }
+
+    /// Ends the process for `error`. A bare exit status, which is how every
+    /// run ends, exits at once: ArgumentParser's `exit(withError:)` would
+    /// first build the command's help text (reflecting every option), about
+    /// a millisecond spent on the way out.
+    private static func finish(_ error: any Error) -> Never {
+        if let code = error as? ExitCode { Glibc.exit(code.rawValue) }
+        exit(withError: error)
     }
 }
 

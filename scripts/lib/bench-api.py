@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Start-up figures for swiftvm run as Firecracker (scripts/bench-startup.sh).
 
-  bench-api.py SWIFTVM GUEST RUNS
+  bench-api.py EXEC_MEASURE SWIFTVM GUEST RUNS
 
 Each run starts SWIFTVM --api-sock in a fresh directory and measures, as a
 Firecracker client sees it:
@@ -14,6 +14,8 @@ Firecracker client sees it:
              (the smallest guest writes it with its first instructions), and
              the VMM's CPU time and memory when the reply came
   exit       the process's exit after the guest's reset; peak RSS (wait4)
+SWIFTVM runs under EXEC_MEASURE (scripts/lib/exec-measure.c), which reports
+its peak RSS: a process started from Python directly would report Python's.
 Prints one summary block; asserts nothing.
 """
 import datetime
@@ -65,14 +67,30 @@ def put(conn, path, body):
         raise RuntimeError(f"PUT {path}: {response.status} {text!r}")
 
 
-def one_run(swiftvm, guest):
+def child_of(pid):
+    """The pid of `pid`'s one child, once it has started."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/task/{pid}/children") as f:
+                children = f.read().split()
+            if children:
+                return int(children[0])
+        except FileNotFoundError:
+            pass
+        time.sleep(0.0001)
+    raise RuntimeError("the VMM did not start")
+
+
+def one_run(measure, swiftvm, guest):
     with tempfile.TemporaryDirectory(prefix="swiftvm-bench-api-") as directory:
         sock = os.path.join(directory, "api.sock")
         log = os.path.join(directory, "log")
         started = time.monotonic()
-        process = subprocess.Popen(
-            [swiftvm, "--api-sock", sock, "--id", "bench", "--boot-timer", "--log-path", log, "--level", "Info"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        runner = subprocess.Popen(
+            [measure, swiftvm, "--api-sock", sock, "--id", "bench", "--boot-timer", "--log-path", log, "--level", "Info"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        pid = child_of(runner.pid)
         conn = UnixHTTPConnection(sock)
         while True:
             try:
@@ -80,19 +98,19 @@ def one_run(swiftvm, guest):
                 break
             except (FileNotFoundError, ConnectionRefusedError):
                 if time.monotonic() - started > 10:
-                    process.kill()
+                    os.kill(pid, 9)
                     raise RuntimeError("no API socket within 10 s")
                 time.sleep(0.0002)
         listening = time.monotonic()
-        listen = (listening - started) * 1000, cpu_ms(process.pid), rss_kib(process.pid)
+        listen = (listening - started) * 1000, cpu_ms(pid), rss_kib(pid)
         put(conn, "/boot-source", f'{{"kernel_image_path": "{guest}"}}')
         put(conn, "/machine-config", '{"vcpu_count": 1, "mem_size_mib": 128}')
         configured = time.monotonic()
         sent = time.time()
         put(conn, "/actions", '{"action_type": "InstanceStart"}')
         replied = time.monotonic()
-        start_cpu, start_rss = cpu_ms(process.pid), rss_kib(process.pid)
-        _, status, usage = os.wait4(process.pid, 0)
+        start_cpu, start_rss = cpu_ms(pid), rss_kib(pid)
+        status, _, _, peak_rss = (int(x) for x in runner.communicate()[0].split())
         ended = time.monotonic()
         boot_ms = None
         with open(log) as f:
@@ -101,20 +119,20 @@ def one_run(swiftvm, guest):
                     stamp = datetime.datetime.strptime(line.split(" ")[0][:26], "%Y-%m-%dT%H:%M:%S.%f")
                     boot_ms = (stamp.timestamp() - sent) * 1000
         if boot_ms is None:
-            raise RuntimeError(f"no Guest-boot-time line (exit status {status >> 8})")
+            raise RuntimeError(f"no Guest-boot-time line (exit status {status})")
         return {
             "listen_ms": listen[0], "listen_cpu": listen[1], "listen_rss": listen[2],
             "configure_ms": (configured - listening) * 1000,
             "reply_ms": (replied - configured) * 1000, "boot_ms": boot_ms,
             "start_cpu": start_cpu, "start_rss": start_rss,
-            "exit_ms": (ended - started) * 1000, "peak_rss": usage.ru_maxrss,
+            "exit_ms": (ended - started) * 1000, "peak_rss": peak_rss,
         }
 
 
 def main(argv):
-    swiftvm, guest, runs = argv[0], os.path.abspath(argv[1]), int(argv[2])
-    one_run(swiftvm, guest)  # warm-up
-    results = [one_run(swiftvm, guest) for _ in range(runs)]
+    measure, swiftvm, guest, runs = argv[0], argv[1], os.path.abspath(argv[2]), int(argv[3])
+    one_run(measure, swiftvm, guest)  # warm-up
+    results = [one_run(measure, swiftvm, guest) for _ in range(runs)]
 
     def column(key):
         values = [r[key] for r in results]

@@ -130,12 +130,15 @@ struct NetNamespace {
         let namespace = open(path, O_RDONLY | O_CLOEXEC)
         guard namespace >= 0 else { throw .errno("open \(path)") }
         defer { close(namespace) }
-        // Swift's Glibc module leaves out setns(2) (a _GNU_SOURCE function).
-        typealias SetNS = @convention(c) (Int32, Int32) -> Int32
-        guard let symbol = dlsym(nil, "setns") else { throw HostSideFailure("this C library has no setns") }
-        let setns = unsafeBitCast(symbol, to: SetNS.self)
-        let cloneNewNet: Int32 = 0x4000_0000
-        guard setns(namespace, cloneNewNet) == 0 else { throw .errno("setns \(path)") }
+        // Swift's Glibc module leaves out setns(2) (a _GNU_SOURCE function),
+        // and a static executable cannot look it up with dlsym: the system
+        // call itself.
+        guard let setns = SeccompFilters.syscallNumber("setns") else {
+            throw HostSideFailure("this machine has no setns system call")
+        }
+        let cloneNewNet: UInt64 = 0x4000_0000
+        let result = SeccompFilters.call(setns, [UInt64(UInt32(bitPattern: namespace)), cloneNewNet])
+        guard result == 0 else { throw .errno("setns \(path)", Int32(-result)) }
 
         let sysctl = open("/proc/sys/net/ipv6/conf/tap0/disable_ipv6", O_WRONLY | O_CLOEXEC)
         if sysctl >= 0 {
