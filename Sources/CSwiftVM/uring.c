@@ -52,3 +52,15 @@ int32_t svm_uring_cqe_res(const struct io_uring_cqe *cqe) { return cqe->res; }
 uint64_t svm_uring_cqe_user_data(const struct io_uring_cqe *cqe) { return cqe->user_data; }
 
 void svm_uring_cqe_seen(struct io_uring *ring, struct io_uring_cqe *cqe) { io_uring_cqe_seen(ring, cqe); }
+
+void svm_uring_prep_readv(struct io_uring_sqe *sqe, int fd, const struct iovec *iovecs, unsigned nr, uint64_t offset) {
+    io_uring_prep_readv(sqe, fd, iovecs, nr, offset);
+}
+
+void svm_uring_prep_writev(struct io_uring_sqe *sqe, int fd, const struct iovec *iovecs, unsigned nr, uint64_t offset) {
+    io_uring_prep_writev(sqe, fd, iovecs, nr, offset);
+}
+
+int svm_uring_submit(struct io_uring *ring) { return io_uring_submit(ring); }
+
+int svm_uring_register_eventfd(struct io_uring *ring, int fd) { return io_uring_register_eventfd(ring, fd); }

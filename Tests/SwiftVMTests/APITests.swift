@@ -244,7 +244,9 @@ struct APITests {
         #expect(try api.request("PUT", "/metrics", body: "{\"metrics_path\": \"\(path)\"}").status == 204)
         #expect(try api.request("PUT", "/entropy", body: "{}").status == 204)
         #expect(try api.request("PUT", "/actions", body: #"{"action_type": "InstanceStart"}"#).status == 204)
-        usleep(300_000)
+        // The counters below need the guest to have written to its console.
+        let deadline = Date().addingTimeInterval(20)
+        while !vmm.stdout.contains("\n") && Date() < deadline { usleep(20_000) }
         #expect(try api.request("PUT", "/actions", body: #"{"action_type": "FlushMetrics"}"#).status == 204)
         let lines = ((try? String(contentsOfFile: path, encoding: .utf8)) ?? "").split(separator: "\n")
         let last = try #require(lines.last, "no metrics were written")

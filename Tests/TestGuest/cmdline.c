@@ -48,6 +48,7 @@ static void parse_mode(const char *v, uint64_t len, struct guest_params *p)
         { "ticker", MODE_TICKER },
         { "keyboard", MODE_KEYBOARD },
         { "netbench", MODE_NETBENCH },
+        { "hostile", MODE_HOSTILE },
     };
     for (unsigned i = 0; i < sizeof modes / sizeof modes[0]; i++) {
         if (word_is(v, len, modes[i].name)) {
@@ -130,6 +131,19 @@ static void parse_bench(const char *v, uint64_t len, struct guest_params *p)
             p->net_bench = net_kinds[i].kind;
 }
 
+static void parse_hostile(const char *v, uint64_t len, struct guest_params *p)
+{
+    static const struct { const char *name; enum hostile_kind kind; } kinds[] = {
+        { "notify", HOSTILE_NOTIFY },
+        { "requeue", HOSTILE_REQUEUE },
+        { "deaf", HOSTILE_DEAF },
+        { "chatter", HOSTILE_CHATTER },
+    };
+    for (unsigned i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
+        if (word_is(v, len, kinds[i].name))
+            p->hostile = kinds[i].kind;
+}
+
 static void parse_word(const char *w, uint64_t len, struct guest_params *p)
 {
     const char *v;
@@ -152,6 +166,10 @@ static void parse_word(const char *w, uint64_t len, struct guest_params *p)
         parse_u64(v, vlen, &p->bench_mib);
     else if ((v = value_of(w, len, "testguest.bench_frame=", &vlen)))
         parse_u64(v, vlen, &p->bench_frame);
+    else if ((v = value_of(w, len, "testguest.bench_depth=", &vlen)))
+        parse_u64(v, vlen, &p->bench_depth);
+    else if ((v = value_of(w, len, "testguest.hostile=", &vlen)))
+        parse_hostile(v, vlen, p);
     else if ((v = value_of(w, len, "testguest.insn=", &vlen))) {
         p->insn = v;
         p->insn_len = vlen;
@@ -173,8 +191,10 @@ void cmdline_parse(const char *cmdline, struct guest_params *p)
     p->bench_mib = 8;
     p->net_bench = NET_BENCH_NET_TX;
     p->bench_frame = 0;
+    p->bench_depth = 1;
     p->insn = 0;
     p->insn_len = 0;
+    p->hostile = HOSTILE_NOTIFY;
     if (!cmdline)
         return;
 

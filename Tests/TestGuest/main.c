@@ -6,6 +6,7 @@
 #include "apic.h"
 #include "cmdline.h"
 #include "echo.h"
+#include "hostile.h"
 #include "blkbench.h"
 #include "idt.h"
 #include "initrd.h"
@@ -40,6 +41,18 @@ static void check_cpu_tables(const struct guest_params *params, const struct acp
         }
     }
     check_mptable(params, mp);
+}
+
+/* Hostile mode needs the other vCPUs running before it starts. */
+static void run_hostile_mode(const struct guest_params *params)
+{
+    struct mp_info mp;
+    struct acpi_info acpi;
+    hostile_prepare(params);
+    check_acpi(params, &acpi);
+    check_cpu_tables(params, &acpi, &mp);
+    check_smp(params, &mp);
+    run_hostile(params);
 }
 
 static void run_selftest(const struct guest_params *params)
@@ -152,6 +165,9 @@ void main(uint64_t zero_page)
         break;
     case MODE_KEYBOARD:
         run_keyboard();
+        break;
+    case MODE_HOSTILE:
+        run_hostile_mode(&params);
         break;
     case MODE_RESET:
     case MODE_SILENT:

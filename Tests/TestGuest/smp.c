@@ -1,5 +1,6 @@
 #include "smp.h"
 #include "apic.h"
+#include "hostile.h"
 #include "idt.h"
 #include "io.h"
 #include "kstring.h"
@@ -32,6 +33,7 @@ void ap_main(void)
     uint32_t id = cpu_apic_id();
     __atomic_store_n(&ap_seen[id & 0xff], 1, __ATOMIC_RELEASE);
     __atomic_fetch_add(&ap_count, 1, __ATOMIC_SEQ_CST); /* lock xadd/add */
+    hostile_ap_work(); /* returns unless hostile mode wants this AP */
     halt_forever();
 }
 

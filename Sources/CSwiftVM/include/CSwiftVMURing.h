@@ -6,6 +6,7 @@
 #pragma once
 
 #include <stdint.h>
+#include <sys/uio.h>
 
 struct io_uring;
 struct io_uring_sqe;
@@ -42,3 +43,14 @@ int32_t svm_uring_cqe_res(const struct io_uring_cqe *cqe);
 uint64_t svm_uring_cqe_user_data(const struct io_uring_cqe *cqe);
 /// Hands the completion's slot back to the kernel.
 void svm_uring_cqe_seen(struct io_uring *ring, struct io_uring_cqe *cqe);
+
+/// Queues a vectored read or write of `nr` iovecs (IORING_OP_READV/WRITEV);
+/// the iovec array must stay valid until the completion arrives.
+void svm_uring_prep_readv(struct io_uring_sqe *sqe, int fd, const struct iovec *iovecs, unsigned nr, uint64_t offset);
+void svm_uring_prep_writev(struct io_uring_sqe *sqe, int fd, const struct iovec *iovecs, unsigned nr, uint64_t offset);
+/// Hands every queued entry to the kernel without waiting (io_uring_submit).
+/// Returns the number submitted or a negative errno.
+int svm_uring_submit(struct io_uring *ring);
+/// Has the kernel signal `fd` (an eventfd) whenever it posts a completion
+/// (io_uring_register_eventfd). Returns 0 or a negative errno.
+int svm_uring_register_eventfd(struct io_uring *ring, int fd);

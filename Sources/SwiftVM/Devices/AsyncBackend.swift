@@ -10,8 +10,12 @@ extension Machine {
     ) throws(VMMError) -> any BlockBackend {
         let file = try FileBlockBackend(drive: drive)
         let ring: IOUring
-        do { ring = try IOUring(entries: ringEntries) } catch { throw asyncEngineUnavailable(drive, error) }
-        return IOUringBlockBackend(file: file, ring: ring)
+        do {
+            ring = try IOUring(entries: ringEntries)
+            return try IOUringBlockBackend(file: file, ring: ring, entries: ringEntries)
+        } catch {
+            throw asyncEngineUnavailable(drive, error)
+        }
     }
 
     /// The error for a drive asking for engine=async on a host whose kernel

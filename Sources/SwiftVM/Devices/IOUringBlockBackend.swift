@@ -2,6 +2,7 @@ import SwiftVMDevices
 import Glibc
 import Synchronization
 import SwiftVMHost
+import SwiftVMMemory
 
 /// A drive backed by a file (or block device) whose reads, writes and flushes
 /// go through io_uring: the `Async` io engine.
@@ -9,47 +10,140 @@ import SwiftVMHost
 /// The file is opened, checked and locked exactly as for the `Sync` engine
 /// (``FileBlockBackend`` does it), so both engines report the same errors.
 ///
-/// ``VirtioBlock`` calls its backend synchronously from the event-loop thread,
-/// so each request here is submitted and then waited for before the call
-/// returns. That gives the drive io_uring's submission path (each request
-/// reaches the kernel as a ring entry, not a pread/pwrite call) but does not
-/// yet overlap requests: one is in flight at a time, and the event loop is
-/// blocked while it is, as with the Sync engine. Overlapping needs a completion-based device path, as the
-/// note on ``BlockBackend`` sketches: the device would submit each parsed
-/// request with its guest segments as the iovecs and return to the event
-/// loop, the ring's completion queue would be registered with the loop
-/// (`io_uring_register_eventfd`), and the completion step (status byte, used
-/// element, interrupt) would run when the loop sees the completion. The ring
-/// would then need as many entries as the queue has descriptors.
+/// ``VirtioBlock`` drives it as an ``AsyncBlockBackend``: a queue pass queues
+/// one ring entry per request (a vectored read or write over the request's
+/// guest segments, or an fsync) and submits them together without waiting;
+/// the kernel signals an eventfd registered with the ring when completions
+/// are posted, and the event loop reaps them and completes the requests. The
+/// ring has as many entries as the virtqueue, so every request the guest can
+/// post fits in flight at once.
 ///
-/// Sendable by hand: the ring is used only while `serial` is held, and the
-/// buffers it is given are waited on before the lock is released.
-final class IOUringBlockBackend: BlockBackend, @unchecked Sendable {
-    /// Submission slots per ring: one request is in flight at a time.
-    static let ringEntries: UInt32 = 16
+/// The synchronous ``BlockBackend`` calls (one request submitted and waited
+/// for) remain for callers outside the device; they must not be mixed with
+/// operations in flight.
+///
+/// Sendable by hand: the ring is used only while `state` is held, and the
+/// iovec arrays handed to the kernel are freed only once their completion
+/// has been reaped (or the ring is gone).
+final class IOUringBlockBackend: AsyncBlockBackend, @unchecked Sendable {
+    /// Submission slots per ring: one per descriptor of the virtqueue.
+    static let ringEntries: UInt32 = UInt32(VirtioBlock.queueSize)
 
     let file: FileBlockBackend
     private let ring: IOUring
-    private let serial = Mutex(())
+    private let completions: EventFD
+    private let state = Mutex(Flight())
 
-    var size: UInt64 { file.size }
-
-    /// Does the I/O for the already opened and locked `file` through `ring`.
-    init(file: FileBlockBackend, ring: IOUring) {
-        self.file = file
-        self.ring = ring
+    private struct Flight {
+        /// The iovec arrays of the operations in flight, by tag.
+        var iovecs: [UInt64: Vectors] = [:]
     }
 
+    /// An iovec array the kernel reads; owned by `state`.
+    private struct Vectors: @unchecked Sendable {
+        let pointer: UnsafeMutableBufferPointer<iovec>
+        func deallocate() { pointer.deallocate() }
+    }
+
+    var size: UInt64 { file.size }
+    let maxInFlight: Int
+    var completionDescriptor: Int32? { completions.rawValue }
+
+    /// Does the I/O for the already opened and locked `file` through `ring`,
+    /// which has room for `entries` submissions.
+    init(file: FileBlockBackend, ring: IOUring, entries: UInt32 = ringEntries) throws(SystemError) {
+        self.file = file
+        self.ring = ring
+        self.maxInFlight = Int(entries)
+        self.completions = try EventFD(nonBlocking: true)
+        try ring.registerEventFD(completions.rawValue)
+    }
+
+    deinit {
+        // Nothing may still write into guest memory or the file once the
+        // ring and the file close: let what is in flight finish.
+        if !waitForIdle(timeoutNanoseconds: 10_000_000_000) {
+            Log.warning("drive: io_uring operations still running at close")
+        }
+    }
+
+    // MARK: - AsyncBlockBackend
+
+    func enqueue(_ operation: BlockOperation, tag: UInt64) -> Bool {
+        state.withLock { s in
+            guard s.iovecs.count < maxInFlight else { return false }
+            let vectors = UnsafeMutableBufferPointer<iovec>.allocate(capacity: max(1, operation.segments.count))
+            for (i, segment) in operation.segments.enumerated() {
+                vectors[i] = iovec(iov_base: segment.baseAddress, iov_len: segment.count)
+            }
+            let kind: IOUring.VectoredOperation = switch operation.kind {
+            case .read: .readv
+            case .write: .writev
+            case .flush: .fsync
+            }
+            guard ring.queue(
+                kind, fd: file.fd, iovecs: UnsafePointer(vectors.baseAddress), count: operation.segments.count,
+                offset: operation.offset, tag: tag
+            ) else {
+                vectors.deallocate()
+                return false
+            }
+            s.iovecs[tag] = Vectors(pointer: vectors)
+            return true
+        }
+    }
+
+    func submitQueued() {
+        state.withLock { _ in
+            do {
+                try ring.submit()
+            } catch {
+                Log.warning("drive: \(error)")
+            }
+        }
+    }
+
+    func reap(_ body: (UInt64, Int) -> Void) {
+        _ = completions.drain()
+        var ready: [(UInt64, Int)] = []
+        state.withLock { s in
+            // Entries left queued by a submission the kernel put off.
+            _ = try? ring.submit()
+            ring.reapCompletions { tag, result in
+                s.iovecs.removeValue(forKey: tag)?.deallocate()
+                ready.append((tag, Int(result)))
+            }
+        }
+        for (tag, result) in ready { body(tag, result) }
+    }
+
+    func waitForIdle(timeoutNanoseconds: UInt64) -> Bool {
+        let deadline = RateLimiter.monotonicNanoseconds() &+ timeoutNanoseconds
+        while true {
+            // Peeking at the completion ring needs no system call.
+            let idle = state.withLock { s in
+                ring.reapCompletions { tag, _ in s.iovecs.removeValue(forKey: tag)?.deallocate() }
+                return s.iovecs.isEmpty
+            }
+            if idle { return true }
+            if RateLimiter.monotonicNanoseconds() >= deadline { return false }
+            var pause = timespec(tv_sec: 0, tv_nsec: 50_000)
+            nanosleep(&pause, nil)
+        }
+    }
+
+    // MARK: - BlockBackend (one request at a time)
+
     func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws {
-        let got = try serial.withLock { _ throws(SystemError) in try ring.read(file.fd, into: buffer, at: offset) }
+        let got = try state.withLock { _ throws(SystemError) in try ring.read(file.fd, into: buffer, at: offset) }
         if got < buffer.count { throw SystemError("io_uring read: short read at \(offset)", errno: EIO) }
     }
 
     func write(from buffer: UnsafeRawBufferPointer, at offset: UInt64) throws {
-        try serial.withLock { _ throws(SystemError) in try ring.write(file.fd, from: buffer, at: offset) }
+        try state.withLock { _ throws(SystemError) in try ring.write(file.fd, from: buffer, at: offset) }
     }
 
     func flush() throws {
-        try serial.withLock { _ throws(SystemError) in try ring.fsync(file.fd) }
+        try state.withLock { _ throws(SystemError) in try ring.fsync(file.fd) }
     }
 }

@@ -2,16 +2,28 @@ import Glibc
 import Synchronization
 import SwiftVMDevices
 import SwiftVMHost
+import SwiftVMMemory
 
 /// Feeds a descriptor (the VMM's standard input) to the guest's UART from the
 /// event loop.
 ///
-/// Input is never dropped: while the UART's receive FIFO is full the
-/// descriptor is not read, and reading resumes when the guest drains the FIFO.
-/// Input that epoll cannot watch (a regular file, /dev/null) is read a chunk
-/// at a time as the guest drains it. With `escapes` (a terminal), Ctrl-A is an
-/// escape: Ctrl-A x quits, Ctrl-A Ctrl-A sends one Ctrl-A.
+/// Input from a pipe, socket or file is never dropped: while the UART's
+/// receive FIFO is full the descriptor is not read, so the writer waits
+/// (back-pressure), and reading resumes when the guest drains the FIFO. Input
+/// that epoll cannot watch (a regular file, /dev/null) is read a chunk at a
+/// time as the guest drains it. Either way at most one chunk waits here.
+///
+/// With `escapes` (a terminal), Ctrl-A is an escape: Ctrl-A x quits, Ctrl-A
+/// Ctrl-A sends one Ctrl-A. A terminal is read even while the guest takes
+/// nothing, or a guest that never reads its serial port would keep Ctrl-A x
+/// from ever being seen: up to ``heldLimit`` bytes wait for the guest, and
+/// typed bytes beyond that are dropped (said once, when it starts).
 final class ConsoleInput: @unchecked Sendable {
+    /// Bytes read from a terminal that may wait for the guest to take them:
+    /// far more than anyone types, and a paste of this much into a guest
+    /// that is slow to read loses nothing.
+    static let heldLimit = 64 * 1024
+
     // Only the event-loop thread touches the mutable state.
     private let fd: Int32
     private let serial: Serial8250
@@ -28,9 +40,17 @@ final class ConsoleInput: @unchecked Sendable {
     /// The input is a regular file or similar: always readable, not pollable.
     private var isFile = false
     private let delivered = Mutex(0)
+    private let dropped = Mutex(0)
 
     /// Bytes handed to the UART so far.
     var bytesDelivered: Int { delivered.withLock { $0 } }
+    /// Bytes typed on a terminal that were dropped because the guest did not take them.
+    var bytesDropped: Int { dropped.withLock { $0 } }
+
+    /// One read's worth of input. A pipe or file waits in its own buffer, so
+    /// a small chunk at a time is enough; a terminal is read in bigger ones,
+    /// as it is drained whether or not the guest takes its input.
+    private var chunk: [UInt8]
 
     init(fd: Int32, serial: Serial8250, resume: EventFD, escapes: Bool, onQuit: @escaping @Sendable () -> Void) {
         self.fd = fd
@@ -38,6 +58,14 @@ final class ConsoleInput: @unchecked Sendable {
         self.resume = resume
         self.escapes = escapes
         self.onQuit = onQuit
+        // Both buffers are allocated here, before the VM runs, and never
+        // grow: the event loop's thread then neither allocates nor frees
+        // for input, however much arrives. (Freeing a large block on a
+        // thread of its own can make glibc trim that thread's heap, which
+        // opens /proc/sys/vm/overcommit_memory the first time, a call the
+        // event loop's seccomp filter does not allow.)
+        chunk = [UInt8](repeating: 0, count: escapes ? 4096 : 256)
+        pending.reserveCapacity(Self.heldLimit + chunk.count)
     }
 
     func attach(to loop: EventLoop) throws(VMMError) {
@@ -58,8 +86,7 @@ final class ConsoleInput: @unchecked Sendable {
     }
 
     private func read(hangup: Bool) {
-        var buffer = [UInt8](repeating: 0, count: 256)
-        let count = hangup ? 0 : buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+        let count = hangup ? 0 : chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
         if count < 0 && (errno == EINTR || errno == EAGAIN) { return }
         if count <= 0 {
             // End of input: the guest keeps running, it just gets no more bytes.
@@ -69,7 +96,7 @@ final class ConsoleInput: @unchecked Sendable {
             closed = true
             return
         }
-        for byte in buffer.prefix(count) { accept(byte) }
+        for index in 0..<count { accept(chunk[index]) }
         deliverPending()
     }
 
@@ -79,20 +106,39 @@ final class ConsoleInput: @unchecked Sendable {
             return
         }
         switch escape.feed(byte) {
-        case .forward(let byte): pending.append(byte)
+        case .forward(let byte): hold(byte)
         case .quit: onQuit()
         case .none: break
         }
     }
 
-    /// Hands buffered bytes to the UART; stops reading input while it is full.
+    /// Keeps a typed byte for the guest, or drops it when the guest has left
+    /// ``heldLimit`` bytes untaken.
+    private func hold(_ byte: UInt8) {
+        guard pending.count >= Self.heldLimit else {
+            pending.append(byte)
+            return
+        }
+        let first = dropped.withLock { count in
+            count += 1
+            return count == 1
+        }
+        if first {
+            Log.warning("console input is being dropped: the guest has not read the last \(Self.heldLimit) bytes "
+                        + "typed (its serial port is not being read); Ctrl-A x still quits")
+        }
+    }
+
+    /// Hands buffered bytes to the UART; stops reading input (a terminal
+    /// excepted) while it is full.
     private func deliverPending() {
         if !pending.isEmpty {
             let taken = serial.enqueueInput(pending)
             pending.removeFirst(taken)
             delivered.withLock { $0 += taken }
         }
-        let wanted = pending.isEmpty
+        // A terminal stays watched whatever the guest does; see ``hold(_:)``.
+        let wanted = pending.isEmpty || (escapes && !isFile)
         if isFile {
             if wanted && !closed { read(hangup: false) }
             return

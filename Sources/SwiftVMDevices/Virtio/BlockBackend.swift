@@ -4,16 +4,9 @@ import Synchronization
 /// host file (pread/pwrite/fdatasync); tests use ``InMemoryBlockBackend``.
 ///
 /// Calls are synchronous and run on the event-loop thread. The device never
-/// asks for bytes beyond ``size``.
-///
-/// An asynchronous (io_uring) backend fits the same device: ``VirtioBlock``
-/// parses a chain into a request (kind, byte offset, data segments in guest
-/// memory, status byte location) before it performs it, and completing a
-/// request is a separate step (write the status byte, add the used element,
-/// interrupt if the driver wants it). An async variant would submit the
-/// parsed request with the guest segments as its iovecs and run the
-/// completion step from the event loop when the completion queue reports it;
-/// the queue and notifier are already safe to use from there.
+/// asks for bytes beyond ``size``. A backend that can keep several requests
+/// in flight also conforms to ``AsyncBlockBackend``, and the device then uses
+/// that interface instead of these calls.
 public protocol BlockBackend: Sendable {
     /// Bytes of storage; the device exposes `size / 512` sectors.
     var size: UInt64 { get }
@@ -23,6 +16,59 @@ public protocol BlockBackend: Sendable {
     func write(from buffer: UnsafeRawBufferPointer, at offset: UInt64) throws
     /// Makes every completed write durable.
     func flush() throws
+}
+
+/// One read, write or flush handed to an ``AsyncBlockBackend``.
+///
+/// The segments point into guest RAM, which stays mapped for the VM's life;
+/// the device keeps the request they belong to until its completion, and
+/// waits for every operation in flight before a reset returns.
+public struct BlockOperation {
+    public enum Kind: Sendable, Equatable { case read, write, flush }
+    public var kind: Kind
+    /// Byte offset on the disk (reads and writes).
+    public var offset: UInt64
+    /// Where the data goes (reads) or comes from (writes), in order.
+    public var segments: [UnsafeMutableRawBufferPointer]
+
+    public init(kind: Kind, offset: UInt64 = 0, segments: [UnsafeMutableRawBufferPointer] = []) {
+        self.kind = kind
+        self.offset = offset
+        self.segments = segments
+    }
+
+    /// Bytes the operation moves.
+    public var length: Int { segments.reduce(0) { $0 + $1.count } }
+}
+
+/// A backend that starts operations and reports their completions later
+/// (io_uring), so the device keeps many requests of a queue in flight.
+///
+/// ``VirtioBlock`` calls ``enqueue(_:tag:)`` and ``submitQueued()`` and
+/// ``reap(_:)`` on the event-loop thread; ``waitForIdle(timeoutNanoseconds:)``
+/// may come from a vCPU thread (a device reset) at the same time, so
+/// implementations lock their state. Completions may arrive in any order;
+/// the device orders what must be ordered (a flush is started only once
+/// the writes before it completed).
+public protocol AsyncBlockBackend: BlockBackend {
+    /// Operations the backend can hold in flight at once.
+    var maxInFlight: Int { get }
+    /// A descriptor that is readable while completions wait to be reaped
+    /// (an eventfd), for the event loop; nil when the owner polls ``reap(_:)``.
+    var completionDescriptor: Int32? { get }
+    /// Queues `operation`, to start no later than the next ``submitQueued()``;
+    /// its completion carries `tag`. Returns false when no room is left.
+    func enqueue(_ operation: BlockOperation, tag: UInt64) -> Bool
+    /// Starts everything queued, without waiting for it.
+    func submitQueued()
+    /// Hands `body` each completion ready now: its tag and the bytes moved,
+    /// or a negative errno. Never waits.
+    func reap(_ body: (UInt64, Int) -> Void)
+    /// Waits until nothing is in flight, at most `timeoutNanoseconds`, and
+    /// drops the completions it sees (their requests were abandoned).
+    /// Returns false when operations were still running at the deadline.
+    /// Must not need a system call beyond a sleep: it runs on vCPU threads.
+    func waitForIdle(timeoutNanoseconds: UInt64) -> Bool
 }
 
 /// A block backend held in host memory, for tests and throwaway disks.

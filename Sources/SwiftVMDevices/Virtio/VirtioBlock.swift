@@ -37,6 +37,16 @@ public struct BlockDriveConfig: Sendable, Hashable {
 /// request is one operation) holds back the request it refuses and stops
 /// taking requests; a one-shot timer on the event registry resumes the queue
 /// when the limiter allows it again, and no request is lost.
+///
+/// With an ``AsyncBlockBackend`` (the io_uring engine) requests overlap: a
+/// queue pass starts each request's read, write or flush and returns without
+/// waiting, up to the backend's in-flight limit; the event loop reaps the
+/// completions, writes the status bytes, adds the used elements and
+/// interrupts the guest once per batch (as EVENT_IDX or NO_INTERRUPT
+/// allow). A flush starts only once every write before it has completed;
+/// a short transfer is continued where it stopped, and one that moves
+/// nothing fails with an I/O error. A reset waits for what is in flight
+/// before it returns, so no request touches guest memory afterwards.
 public final class VirtioBlock: VirtioDevice, DeviceCountersOwner {
     /// What the device counts, for metrics.
     public enum Counter: String, CaseIterable, Sendable {
@@ -88,6 +98,8 @@ public final class VirtioBlock: VirtioDevice, DeviceCountersOwner {
 
     public let config: BlockDriveConfig
     public let backend: any BlockBackend
+    /// The backend as one that keeps requests in flight, when it is one.
+    let asyncBackend: (any AsyncBlockBackend)?
     /// The disk size in 512-byte sectors; a partial last sector is not exposed.
     public let capacity: UInt64
     public let offeredFeatures: UInt64
@@ -105,6 +117,31 @@ public final class VirtioBlock: VirtioDevice, DeviceCountersOwner {
         var gate: LimiterGate
         /// The request the rate limiter refused, served first on resuming.
         var held: HeldRequest?
+
+        // The asynchronous path.
+        /// Requests started and not yet completed, by the tag of their operation.
+        var inFlight: [UInt64: InFlight] = [:]
+        var nextTag: UInt64 = 1
+        /// Writes among `inFlight`: a flush waits until there are none.
+        var writesInFlight = 0
+        /// A request admitted but not started: a flush waiting for writes, or
+        /// one the backend had no room for. Nothing after it starts first.
+        var blocked: HeldRequest?
+        /// The backend's completion descriptor is watched by the event loop.
+        var completionsSubscribed = false
+    }
+
+    /// A request whose operation the backend is performing.
+    struct InFlight {
+        var head: UInt16
+        var request: Request
+        var kind: BlockOperation.Kind
+        var offset: UInt64
+        /// The guest buffers the data moves through.
+        var buffers: [GuestBuffer]
+        var total: UInt64
+        /// Bytes already moved, by earlier completions of a short transfer.
+        var done: UInt64 = 0
     }
 
     /// A request taken from the ring and not yet performed.
@@ -123,6 +160,7 @@ public final class VirtioBlock: VirtioDevice, DeviceCountersOwner {
         guard config.id.utf8.count <= BlockDriveConfig.maxIDBytes else { throw .idTooLong(config.id) }
         self.config = config
         self.backend = backend
+        self.asyncBackend = backend as? any AsyncBlockBackend
         self.clock = clock
         self.state = Mutex(State(gate: LimiterGate(rateLimiter, now: clock())))
         self.capacity = backend.size / Self.sectorSize
@@ -168,27 +206,55 @@ public final class VirtioBlock: VirtioDevice, DeviceCountersOwner {
     }
 
     public func activate(_ activation: VirtioActivation) {
-        state.withLock { s in
+        let subscribe = state.withLock { s in
             s.generation += 1
             s.activation = activation
+            guard asyncBackend != nil, activation.events != nil, !s.completionsSubscribed else { return false }
+            s.completionsSubscribed = true
+            return true
+        }
+        // The completion descriptor stays watched for the device's life.
+        if subscribe, let events = activation.events, let fd = asyncBackend?.completionDescriptor {
+            do {
+                _ = try events.subscribe(fd, interest: .readable) { [weak self] _ in self?.serveCompletions() }
+            } catch {
+                Log.error("virtio-blk: drive \"\(config.id)\": cannot watch I/O completions: \(error)")
+            }
         }
     }
 
     public func reset() {
-        state.withLock { s in
+        let busy = state.withLock { s in
             s.gate.cancelTimer(s.activation?.events)
             s.held = nil
             s.activation = nil
             s.generation += 1
+            // Completions of these requests are dropped when they arrive.
+            let busy = !s.inFlight.isEmpty
+            s.inFlight.removeAll()
+            s.writesInFlight = 0
+            s.blocked = nil
+            return busy
+        }
+        // The driver may reuse the buffers once the reset is done.
+        if busy, let asyncBackend, !asyncBackend.waitForIdle(timeoutNanoseconds: Self.resetWaitNanoseconds) {
+            Log.warning("virtio-blk: drive \"\(config.id)\": I/O still running after the reset")
         }
     }
+
+    /// How long a reset waits for requests in flight.
+    static let resetWaitNanoseconds: UInt64 = 5_000_000_000
 
     @discardableResult
     public func process(queue index: Int) -> Bool {
         guard let (activation, generation) = state.withLock({ s in s.activation.map { ($0, s.generation) } }) else {
             return false
         }
-        return pass(queue: index, activation, generation: generation)
+        let more = pass(queue: index, activation, generation: generation)
+        // Reads the host has cached often complete while they are submitted:
+        // finish them now rather than on the loop's next turn.
+        if asyncBackend != nil { serveCompletions() }
+        return more
     }
 }
 
@@ -216,6 +282,7 @@ extension VirtioBlock {
     /// new ones, each charged to the rate limiter before it is performed.
     /// Returns true when it stopped at the per-pass limit.
     private func pass(queue index: Int, _ activation: VirtioActivation, generation: UInt64) -> Bool {
+        if let asyncBackend { return asyncPass(queue: index, activation, generation: generation, backend: asyncBackend) }
         guard let queue = activation.queue(at: index) else { return false }
         let flushNegotiated = activation.negotiated(Feature.flush)
         for _ in 0..<VirtioActivation.requestsPerPass {
@@ -490,5 +557,236 @@ extension VirtioBlock {
             remaining = 0
         }
         return result
+    }
+}
+
+// MARK: - Requests in flight
+
+extension VirtioBlock {
+    private enum Start { case answered(UInt32), started, blocked }
+
+    /// One bounded pass with an asynchronous backend: the blocked request
+    /// first, then the held one, then new ones, each started without waiting.
+    /// Everything happens under the state lock, so a reset either sees a
+    /// request in flight (and waits for it) or stops it from starting.
+    private func asyncPass(
+        queue index: Int, _ activation: VirtioActivation, generation: UInt64, backend: any AsyncBlockBackend
+    ) -> Bool {
+        guard let queue = activation.queue(at: index) else { return false }
+        let flushNegotiated = activation.negotiated(Feature.flush)
+        let memory = activation.memory
+        var started = false
+        let more = state.withLock { s -> Bool in
+            guard s.generation == generation else { return false }
+            if let blocked = s.blocked {
+                s.blocked = nil
+                switch start(blocked, &s, memory: memory, flushNegotiated: flushNegotiated, backend: backend) {
+                case .blocked: return false
+                case .started: started = true
+                case .answered(let length): queue.addUsed(head: blocked.head, length: length)
+                }
+            }
+            for _ in 0..<VirtioActivation.requestsPerPass {
+                guard s.inFlight.count < backend.maxInFlight else { return false }
+                let next: HeldRequest
+                if let held = s.held {
+                    guard charge(held.request, &s, activation, generation: generation) else { return false }
+                    s.held = nil
+                    next = held
+                } else {
+                    guard let chain = queue.popAvailable() else { return false }
+                    switch parse(chain, memory: memory) {
+                    case .answered(let length):
+                        queue.addUsed(head: chain.head, length: length)
+                        continue
+                    case .request(let request):
+                        next = HeldRequest(head: chain.head, request: request)
+                        guard charge(request, &s, activation, generation: generation) else {
+                            s.held = next
+                            counters.add(Counter.throttled)
+                            return false
+                        }
+                    }
+                }
+                switch start(next, &s, memory: memory, flushNegotiated: flushNegotiated, backend: backend) {
+                case .blocked: return false
+                case .started: started = true
+                case .answered(let length): queue.addUsed(head: next.head, length: length)
+                }
+            }
+            return true
+        }
+        if started { backend.submitQueued() }
+        return more
+    }
+
+    /// Starts `held`'s operation, or answers it at once (a request with no
+    /// disk I/O, or one that fails its checks), or blocks it: a flush while
+    /// writes are in flight, or any request the backend has no room for.
+    private func start(
+        _ held: HeldRequest, _ s: inout State, memory: GuestMemory, flushNegotiated: Bool, backend: any AsyncBlockBackend
+    ) -> Start {
+        let request = held.request
+        let kind: BlockOperation.Kind
+        var buffers: [GuestBuffer] = []
+        var offset: UInt64 = 0
+        switch request.type {
+        case RequestType.read:
+            guard let at = silentOffset(request, length: Self.length(of: request.writableData)),
+                Self.length(of: request.writableData) > 0
+            else { return .answered(perform(request, memory: memory, flushNegotiated: flushNegotiated)) }
+            (kind, buffers, offset) = (.read, request.writableData, at)
+        case RequestType.write:
+            guard !config.readOnly, let at = silentOffset(request, length: Self.length(of: request.readableData)),
+                Self.length(of: request.readableData) > 0
+            else { return .answered(perform(request, memory: memory, flushNegotiated: flushNegotiated)) }
+            (kind, buffers, offset) = (.write, request.readableData, at)
+        case RequestType.flush where flushNegotiated:
+            // Only writes that completed are covered by a flush (§5.2.6.1):
+            // wait for those started before it.
+            guard s.writesInFlight == 0 else {
+                s.blocked = held
+                return .blocked
+            }
+            kind = .flush
+        default:
+            return .answered(perform(request, memory: memory, flushNegotiated: flushNegotiated))
+        }
+        var flight = InFlight(
+            head: held.head, request: request, kind: kind, offset: offset, buffers: buffers, total: Self.length(of: buffers))
+        let tag = s.nextTag
+        s.nextTag &+= 1
+        switch enqueue(flight, tag: tag, memory: memory, backend: backend) {
+        case .some(true):
+            break
+        case .some(false):
+            s.blocked = held
+            return .blocked
+        case .none:
+            flight.done = 0
+            return .answered(finish(flight, status: RequestStatus.ioError, memory: memory))
+        }
+        s.inFlight[tag] = flight
+        if kind == .write { s.writesInFlight += 1 }
+        return .started
+    }
+
+    /// Hands the part of `flight` not yet done to the backend: true when
+    /// queued, false when the backend has no room, nil when the guest
+    /// buffers cannot be reached.
+    private func enqueue(_ flight: InFlight, tag: UInt64, memory: GuestMemory, backend: any AsyncBlockBackend) -> Bool? {
+        var operation = BlockOperation(kind: flight.kind, offset: flight.offset + flight.done)
+        if flight.kind != .flush {
+            var cursor = GuestBufferCursor(memory: memory, buffers: Self.buffers(of: flight.buffers, after: flight.done))
+            do {
+                while let segment = try cursor.nextSegment(limit: .max) { operation.segments.append(segment) }
+            } catch {
+                Log.warning("virtio-blk: request \(flight.head): \(error)")
+                return nil
+            }
+        }
+        return backend.enqueue(operation, tag: tag)
+    }
+
+    /// Reaps the backend's completions: each finished request gets its status
+    /// byte and used element, a short one is continued, the guest is
+    /// interrupted once for the batch, and the queue is served again (a
+    /// flush may be free to start, and there is room for more). The event
+    /// loop calls it when the backend's completion descriptor is readable.
+    public func serveCompletions() {
+        guard let backend = asyncBackend else { return }
+        var batch: [(tag: UInt64, result: Int)] = []
+        backend.reap { batch.append(($0, $1)) }
+        var resubmitted = false
+        let current = state.withLock { s -> (VirtioActivation, UInt64)? in
+            guard let activation = s.activation, let queue = activation.queue(at: 0) else { return nil }
+            for (tag, result) in batch {
+                // Unknown tags belong to requests a reset abandoned.
+                guard var flight = s.inFlight[tag] else { continue }
+                let status: UInt8
+                if result == -Self.eintr || result == -Self.eagain {
+                    status = retry(&flight, tag: tag, &s, activation.memory, backend, &resubmitted)
+                } else if result < 0 {
+                    Log.warning("virtio-blk: \(flight.kind) at byte \(flight.offset + flight.done) of drive \"\(config.id)\" failed: errno \(-result)")
+                    status = RequestStatus.ioError
+                } else if flight.kind == .flush {
+                    status = RequestStatus.ok
+                } else {
+                    flight.done += UInt64(result)
+                    if flight.done >= flight.total {
+                        status = RequestStatus.ok
+                    } else if result == 0 {
+                        Log.warning("virtio-blk: \(flight.kind) at byte \(flight.offset + flight.done) of drive \"\(config.id)\" made no progress")
+                        status = RequestStatus.ioError
+                    } else {
+                        status = retry(&flight, tag: tag, &s, activation.memory, backend, &resubmitted)
+                    }
+                }
+                if status == Self.stillRunning {
+                    s.inFlight[tag] = flight
+                    continue
+                }
+                s.inFlight[tag] = nil
+                if flight.kind == .write { s.writesInFlight -= 1 }
+                queue.addUsed(head: flight.head, length: finish(flight, status: status, memory: activation.memory))
+            }
+            return (activation, s.generation)
+        }
+        if resubmitted { backend.submitQueued() }
+        guard let (activation, generation) = current, let queue = activation.queue(at: 0) else { return }
+        let more = pass(queue: 0, activation, generation: generation)
+        if let failure = queue.failure { activation.notifier.requestReset("queue 0: \(failure)") }
+        activation.signalUsedBuffers(on: queue)
+        if more, queue.failure == nil {
+            activation.events?.post { [weak self] in self?.resume(generation: generation, serial: nil) }
+        }
+    }
+
+    /// Linux's EINTR and EAGAIN: an operation that ended with one is repeated.
+    private static let eintr = 4, eagain = 11
+
+    /// Not a status byte: the request went back to the backend.
+    private static let stillRunning: UInt8 = 0xff
+
+    /// Queues the rest of a short or interrupted transfer; an I/O error when
+    /// it cannot be queued.
+    private func retry(
+        _ flight: inout InFlight, tag: UInt64, _ s: inout State, _ memory: GuestMemory, _ backend: any AsyncBlockBackend,
+        _ resubmitted: inout Bool
+    ) -> UInt8 {
+        guard enqueue(flight, tag: tag, memory: memory, backend: backend) == true else {
+            Log.warning("virtio-blk: cannot continue a short \(flight.kind) on drive \"\(config.id)\"")
+            return RequestStatus.ioError
+        }
+        resubmitted = true
+        return Self.stillRunning
+    }
+
+    /// Counts a completed request and writes its status byte; returns the used length.
+    private func finish(_ flight: InFlight, status: UInt8, memory: GuestMemory) -> UInt32 {
+        counters.add(Counter.requests)
+        if status != RequestStatus.ok { counters.add(Counter.errors) }
+        var written: UInt64 = 0
+        switch flight.kind {
+        case .read:
+            counters.add(Counter.reads)
+            written = status == RequestStatus.ok ? flight.total : flight.done
+            if status == RequestStatus.ok { counters.add(Counter.readBytes, written) }
+        case .write:
+            counters.add(Counter.writes)
+            if status == RequestStatus.ok { counters.add(Counter.writeBytes, flight.total) }
+        case .flush:
+            counters.add(Counter.flushes)
+        }
+        return complete(status: status, at: flight.request.status, written: written, memory: memory)
+    }
+
+    /// `byteOffset` without its log line: nil for a transfer that is not whole
+    /// sectors or runs past the end (the synchronous path then reports it).
+    private func silentOffset(_ request: Request, length: UInt64) -> UInt64? {
+        guard length % Self.sectorSize == 0 else { return nil }
+        let sectors = length / Self.sectorSize
+        guard request.sector <= capacity, sectors <= capacity - request.sector else { return nil }
+        return request.sector * Self.sectorSize
     }
 }

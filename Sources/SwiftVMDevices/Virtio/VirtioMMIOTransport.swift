@@ -419,6 +419,14 @@ extension VirtioMMIOTransport {
 
     private func setQueueReady(_ index: Int, _ ready: Bool, _ s: inout State) {
         guard ready else {
+            if s.status.contains(.driverOK), s.queues[index].ready {
+                // A live queue switched off cannot be enabled again before a
+                // reset (QueueReady 1 after DRIVER_OK is ignored), so the
+                // driver is told rather than left with a queue that is
+                // silently dead; the device stops using its rings at once.
+                invalidate(index, "switched off (QueueReady 0) after DRIVER_OK", &s)
+                return
+            }
             s.queues[index].ready = false
             if s.active.indices.contains(index) {
                 s.active[index]?.disable()

@@ -4,9 +4,16 @@ internal import CSwiftVM
 /// One io_uring instance (liburing): a submission and a completion queue
 /// shared with the kernel, torn down when the object goes away.
 ///
-/// Each operation queues one entry, submits it and waits for its completion,
-/// so at most one request is in flight and the ring needs few entries. A ring
-/// is used from one thread at a time; wrap it in a `Mutex` to share it.
+/// Two ways to use it, not to be mixed on one ring:
+/// - ``read(_:into:at:)``, ``write(_:from:at:)`` and ``fsync(_:)`` queue one
+///   entry, submit it and wait for its completion, so one request is in flight;
+/// - ``queue(_:fd:iovecs:count:offset:tag:)``, ``submit()`` and
+///   ``reapCompletions(_:)`` keep many in flight: entries are queued, handed
+///   to the kernel together, and their completions collected later, in any
+///   order, with an eventfd (``registerEventFD(_:)``) telling an event loop
+///   when some are ready.
+///
+/// A ring is used from one thread at a time; wrap it in a `Mutex` to share it.
 public final class IOUring {
     private let ring: OpaquePointer
     private var nextTag: UInt64 = 1
@@ -107,5 +114,68 @@ public final class IOUring {
         // Only one entry is ever in flight, so any other completion is a bug.
         guard answered == tag else { throw SystemError("\(operation): completion for entry \(answered), expected \(tag)", errno: EIO) }
         return result
+    }
+
+    // MARK: - Many operations in flight
+
+    /// What a queued entry does.
+    public enum VectoredOperation: Sendable {
+        case readv, writev, fsync
+    }
+
+    /// Queues one entry without submitting it; its completion carries `tag`.
+    /// The iovecs must stay valid until that completion is reaped. Returns
+    /// false when the submission queue is full.
+    public func queue(
+        _ operation: VectoredOperation, fd: FileDescriptor, iovecs: UnsafePointer<Glibc.iovec>?, count: Int, offset: UInt64,
+        tag: UInt64
+    ) -> Bool {
+        guard let sqe = svm_uring_get_sqe(ring) else { return false }
+        switch operation {
+        case .readv: svm_uring_prep_readv(sqe, fd.rawValue, iovecs, UInt32(count), offset)
+        case .writev: svm_uring_prep_writev(sqe, fd.rawValue, iovecs, UInt32(count), offset)
+        case .fsync: svm_uring_prep_fsync(sqe, fd.rawValue)
+        }
+        svm_uring_sqe_set_data(sqe, tag)
+        return true
+    }
+
+    /// Hands every queued entry to the kernel without waiting; returns how
+    /// many it took. An interrupted call is repeated; EAGAIN and EBUSY (the
+    /// kernel is short of resources or completions must be reaped first)
+    /// leave the entries queued for the next call.
+    @discardableResult
+    public func submit() throws(SystemError) -> Int {
+        while true {
+            let result = svm_uring_submit(ring)
+            if result >= 0 { return Int(result) }
+            if result == -EINTR { continue }
+            if result == -EAGAIN || result == -EBUSY { return 0 }
+            throw SystemError("io_uring_submit", errno: -result)
+        }
+    }
+
+    /// Hands `body` every completion ready now (its tag and result: bytes
+    /// moved or a negative errno) and consumes it; never waits. Returns how
+    /// many there were.
+    @discardableResult
+    public func reapCompletions(_ body: (UInt64, Int32) -> Void) -> Int {
+        var count = 0
+        while true {
+            var cqe: OpaquePointer?
+            guard svm_uring_peek_cqe(ring, &cqe) == 0, let cqe else { return count }
+            let tag = svm_uring_cqe_user_data(cqe)
+            let result = svm_uring_cqe_res(cqe)
+            svm_uring_cqe_seen(ring, cqe)
+            body(tag, result)
+            count += 1
+        }
+    }
+
+    /// Has the kernel signal the eventfd `fd` each time it posts a
+    /// completion (IORING_REGISTER_EVENTFD).
+    public func registerEventFD(_ fd: Int32) throws(SystemError) {
+        let result = svm_uring_register_eventfd(ring, fd)
+        if result < 0 { throw SystemError("io_uring_register_eventfd", errno: -result) }
     }
 }

@@ -302,6 +302,44 @@ struct VirtioMMIOTransportTests {
         #expect(queue.usedIndex == 0, "the invalidated queue never runs")
     }
 
+    @Test func switchingOffALiveQueueStopsItAndAsksForAReset() throws {
+        let driver = try rngDriver()
+        let queue = try MockDriverQueue(memory: driver.memory, size: 16)
+        driver.initialize(queues: [queue])
+        try queue.makeAvailable(try queue.addChain([.writable(try queue.allocate(4), 4)]))
+        driver.kick()
+        #expect(queue.usedIndex == 1)
+        driver.write(R.queueSel, 0)
+        driver.write(R.queueReady, 0)
+        #expect(driver.read(R.queueReady) == 0)
+        #expect(driver.status & S.needsReset != 0, "a queue switched off after DRIVER_OK cannot come back before a reset")
+        #expect(driver.read(R.interruptStatus) & 2 != 0)
+        driver.write(R.queueReady, 1)
+        #expect(driver.read(R.queueReady) == 0)
+        try queue.makeAvailable(try queue.addChain([.writable(try queue.allocate(4), 4)]))
+        driver.kick()
+        #expect(queue.usedIndex == 1, "the stopped queue is not served")
+
+        driver.write(R.status, 0)
+        let fresh = try MockDriverQueue(memory: driver.memory, size: 8, base: 0x8_0000)
+        #expect(driver.initialize(queues: [fresh]) & S.driverOK != 0)
+        try fresh.makeAvailable(try fresh.addChain([.writable(try fresh.allocate(4), 4)]))
+        driver.kick()
+        #expect(try fresh.takeUsed() == [.init(id: 0, length: 4)])
+    }
+
+    @Test func switchingOffAQueueBeforeDriverOKIsAllowed() throws {
+        let driver = try rngDriver()
+        let queue = try MockDriverQueue(memory: driver.memory, size: 16)
+        driver.negotiate()
+        driver.setUpQueue(0, queue)
+        driver.write(R.queueReady, 0)
+        #expect(driver.read(R.queueReady) == 0)
+        #expect(driver.status & S.needsReset == 0)
+        driver.write(R.queueReady, 1)
+        #expect(driver.read(R.queueReady) == 1)
+    }
+
     @Test func needsResetAfterDriverOKRaisesAConfigInterrupt() throws {
         let driver = try rngDriver()
         let queue = try MockDriverQueue(memory: driver.memory, size: 16)
