@@ -13,6 +13,7 @@ import PackageDescription
 //   SwiftVM         the VMM: assembles a machine, runs vCPUs and the event loop (the library)
 //   SwiftVMAPI      Firecracker's process interface: HTTP API (SwiftNIO), config file, logs, metrics
 //   swiftvm         the command-line front end
+//   (Tests/Fuzz)    fuzz targets for the parsers of untrusted input, their libFuzzer driver and replay test
 let package = Package(
     name: "swiftvm",
     products: [
@@ -60,6 +61,15 @@ let package = Package(
         // A program that embeds the library, built and run by the test suite (docs/library.md).
         .executableTarget(name: "swiftvm-embedding-example", dependencies: ["SwiftVM"], path: "Tests/EmbeddingExample"),
         .target(name: "SwiftVMTestSupport", dependencies: ["SwiftVMMemory", "SwiftVMBoot"], path: "Tests/SwiftVMTestSupport"),
+        // Fuzzing (docs/fuzzing.md): one entry per parser of untrusted input, the libFuzzer driver
+        // (scripts/fuzz.sh builds it sanitized in .build-fuzz), and the replay of the committed inputs.
+        .target(
+            name: "SwiftVMFuzzTargets",
+            dependencies: ["SwiftVM", "SwiftVMAPI", "SwiftVMMemory", "SwiftVMBoot", "SwiftVMInspect", "SwiftVMDevices"],
+            path: "Tests/Fuzz/Targets",
+            swiftSettings: [.define("SWIFTVM_TESTABLE_API", .when(configuration: .debug))]),
+        .executableTarget(name: "swiftvm-fuzz", dependencies: ["SwiftVMFuzzTargets"], path: "Tests/Fuzz/Driver"),
+        .testTarget(name: "SwiftVMFuzzTests", dependencies: ["SwiftVMFuzzTargets"], path: "Tests/Fuzz/Replay"),
         .testTarget(name: "SwiftVMBootTests", dependencies: ["SwiftVMMemory", "SwiftVMBoot", "SwiftVMTestSupport"]),
         .testTarget(name: "SwiftVMInspectTests", dependencies: ["SwiftVMMemory", "SwiftVMBoot", "SwiftVMInspect", "SwiftVMTestSupport"]),
         .testTarget(

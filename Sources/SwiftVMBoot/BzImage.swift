@@ -137,7 +137,10 @@ public struct BzImageLayout: Equatable, Sendable {
         var runtimeStart = loadAddress
         if alignment != 0 { runtimeStart = (runtimeStart + alignment - 1) & ~(alignment - 1) }
         if preferredAddress >= high { runtimeStart = relocatable ? max(runtimeStart, preferredAddress) : preferredAddress }
-        endAddress = max(loadAddress + kernelSize, runtimeStart + UInt64(initSize))
+        // pref_address is the file's to choose: one near the top of the
+        // address space ends past it, which saturates (and never fits in RAM).
+        let runtimeEnd = runtimeStart.addingReportingOverflow(UInt64(initSize))
+        endAddress = max(loadAddress + kernelSize, runtimeEnd.overflow ? .max : runtimeEnd.partialValue)
     }
 
     /// Checks that everything from the load address to ``endAddress`` is one stretch of RAM.

@@ -31,6 +31,11 @@ public struct ImageReadError: Error, Equatable, Sendable, CustomStringConvertibl
 extension ImageSource {
     /// Reads `count` bytes at `offset` into a new array.
     public func bytes(at offset: UInt64, count: Int) throws(ImageReadError) -> [UInt8] {
+        // Checked before the array is allocated: counts often come from the
+        // image's own headers, and a damaged one can ask for gigabytes.
+        guard count >= 0, offset <= size, UInt64(count) <= size - offset else {
+            throw ImageReadError(offset: offset, length: max(count, 0))
+        }
         var result = [UInt8](repeating: 0, count: count)
         var failure: ImageReadError?
         result.withUnsafeMutableBytes { buffer in
