@@ -218,6 +218,10 @@ def drive(conn, pid, console, config, balloon_mib, deadline):
               f"after {time.monotonic() - start:.0f} s; VMM resident {resident:.1f} -> {now:.1f} MiB; "
               f"guest free memory {stats.get('free_memory', 0) / 1048576:.1f} MiB", flush=True)
         resident = now
+        if target:
+            # The guest polls its MemTotal slowly under an emulating KVM: the
+            # balloon stays inflated until it has seen the drop.
+            wait_for_console(console, "SMOKE memtotal-after", deadline, pid)
 
     wait_for_console(console, "SMOKE waiting-for-ctrl-alt-del", deadline, pid)
     expect(conn, "PUT", "/actions", {"action_type": "SendCtrlAltDel"})
