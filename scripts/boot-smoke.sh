@@ -336,7 +336,7 @@ check "virtio-balloon driver bound" test "$(smoke api balloon-driver)" = 1
 threads=$(sed -n 's/^seccomp //p' "$work/api-client.out")
 check "seccomp filter on every VMM thread (${threads:-none seen})" \
   eval '[[ $threads == *swiftvm-events=2* && $threads == *swiftvm-vcpu1=2* && $threads == *NIO-* && ! " $threads " =~ =[^2\ ] ]]'
-check "balloon: a 64 MiB target set over the API is reached ($(grep '^balloon' "$work/api-client.out" || tail -n1 "$work/api-client.out"))" \
+check "balloon: a 64 MiB target set over the API is reached ($(grep -m1 '^balloon' "$work/api-client.out" || tail -n1 "$work/api-client.out"))" \
   grep -q "^balloon target 64 MiB actual 64 MiB" "$work/api-client.out"
 mem_before=$(smoke api memtotal-before)
 mem_after=$(smoke api memtotal-after)

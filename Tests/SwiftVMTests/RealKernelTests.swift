@@ -109,13 +109,18 @@ struct FullBootTests {
             "PASS raw sector on vdb written and re-read", "PASS the scratch image holds the guest's sector",
             "PASS the rootfs image is clean after the power-off (e2fsck -fn)",
             "PASS the guest powered off: swiftvm exited 0", "PASS both CPUs came up",
-            "PASS the guest rebooted (i8042 reset): swiftvm exited 0",
+            "PASS virtio-balloon driver bound",
+            "PASS SendCtrlAltDel: the guest's init saw Ctrl-Alt-Del and shut down",
+            "PASS the guest rebooted: swiftvm exited 0",
         ] {
             #expect(lines.contains(check), "missing \(check)")
         }
         #expect(lines.contains { $0.hasPrefix("PASS the rootfs image holds the guest's file (md5 ") })
         #expect(lines.contains("PASS the file is the first MiB of the rootfs's busybox"))
         #expect(lines.contains { $0.hasPrefix("PASS ttyS0 delivered interrupts (") })
+        #expect(lines.contains { $0.hasPrefix("PASS seccomp filter on every VMM thread (") })
+        #expect(lines.contains { $0.hasPrefix("PASS balloon: the guest's MemTotal fell by 64 MiB (") })
+        #expect(lines.contains { $0.hasPrefix("PASS balloon: the guest's MemTotal came back (") })
         #expect(lines.filter { $0.hasPrefix("STAGE ") }.count == 2)
     }
 }
