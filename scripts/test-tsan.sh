@@ -76,7 +76,7 @@ if [[ -f Tests/TestGuest/Makefile ]]; then
 fi
 
 start=$SECONDS
-swift build --build-tests --sanitize=thread --scratch-path "$scratch"
+swift build --build-tests --sanitize=thread --scratch-path "$scratch" -Xswiftc -DSWIFTVM_SANITIZER
 echo "test-tsan: build took $((SECONDS - start)) s"
 binary="$scratch/debug/swiftvm"
 [[ -x "$binary" ]] || { echo "test-tsan: $binary was not built" >&2; exit 1; }
@@ -160,7 +160,7 @@ export SWIFT_BACKTRACE=enable=no
 echo "test-tsan: swift test ${filter_args[*]} ${passthrough[*]:-}"
 start=$SECONDS
 status=0
-swift test --skip-build --sanitize=thread --scratch-path "$scratch" \
+swift test --skip-build --sanitize=thread --scratch-path "$scratch" -Xswiftc -DSWIFTVM_SANITIZER \
     --xunit-output "$results" "${filter_args[@]}" ${passthrough[@]+"${passthrough[@]}"} || status=$?
 echo "test-tsan: tests took $((SECONDS - start)) s, swift test exited with $status"
 
