@@ -4,12 +4,15 @@ import SwiftVM
 import SwiftVMBoot
 import SwiftVMHost
 import SwiftVMMemory
-import SwiftVMMemory
-import SwiftVMBoot
 
 struct RunCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "run",
+        // Only read when `run` is parsed as a root command (SwiftVMCommand's
+        // fast path): it skips ArgumentParser's two trial parses for a
+        // completion-script request, a third of the parsing time. Under the
+        // swiftvm tree the root's configuration decides, as for any command.
+        _superCommandName: "swiftvm",
         abstract: "Boot a guest kernel with the serial console on this terminal.",
         discussion: """
             The guest's console is shown on standard output and reads standard input. On a \
@@ -140,7 +143,8 @@ struct RunCommand: ParsableCommand {
         config.entropyDevice = !noRNG
         config.preflight = !noPreflight
         let seccomp: SeccompFilters?
-        do { seccomp = try SeccompFilterFile.filters(disabled: noSeccomp, file: seccompFilter) } catch {
+        // `run` has no API thread, so its list is not compiled.
+        do { seccomp = try SeccompFilterFile.filters(disabled: noSeccomp, file: seccompFilter, kinds: [.main, .events, .vcpu]) } catch {
             Log.error(error.description)
             throw ExitCode(error.exitCode)
         }

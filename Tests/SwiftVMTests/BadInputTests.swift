@@ -131,6 +131,16 @@ struct BadInputTests {
         #expect(outcome.stderr.contains(arguments[0]) || outcome.stderr.contains("memory"), "stderr: \(outcome.stderr)")
     }
 
+    @Test("`run --help` and a usage error name the command as it is typed, `swiftvm run`")
+    func runUsageNamesTheCommand() throws {
+        let help = try SwiftVMProcess.run(["run", "--help"])
+        #expect(help.status == 0)
+        #expect(help.stdout.contains("USAGE: swiftvm run [<options>] --kernel <kernel>"), "stdout: \(help.stdout)")
+        let missing = try SwiftVMProcess.run(["run"])
+        #expect(missing.status == 64)
+        #expect(missing.stderr.contains("Usage: swiftvm run [<options>] --kernel <kernel>"), "stderr: \(missing.stderr)")
+    }
+
     @Test("a malformed CPU template names the entry and field")
     func badTemplate() throws {
         let guest = try #require(SwiftVMProcess.testGuest, "the test guest did not build")
