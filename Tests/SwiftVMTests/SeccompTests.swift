@@ -24,6 +24,17 @@ struct SeccompPolicyTests {
         #expect(!policy.rules(for: .vcpu).contains { $0.syscall == "seccomp" }, "only the API's list loads filters for others")
     }
 
+    @Test("`run`'s filters leave the API thread's list out, and installing it is an error, not an empty filter")
+    func onlyRequestedKindsCompile() throws {
+        let filters = try SeccompFilterFile.filters(disabled: false, file: nil, kinds: [.main, .events, .vcpu])
+        let compiled = try #require(filters)
+        #expect(compiled.instructionCount(.vcpu) > 20)
+        #expect(compiled.instructionCount(.api) == 0)
+        // Throws before anything is loaded on this thread.
+        let error = #expect(throws: SeccompError.self) { try compiled.install(.api) }
+        #expect(error?.description.contains("api seccomp filter was not compiled") == true)
+    }
+
     @Test("no list runs programs, makes processes, signals others or maps executable memory")
     func noDangerousCalls() {
         let policy = SeccompPolicy.builtIn

@@ -66,7 +66,13 @@ public enum SeccompFilterFile {
     /// `--no-seccomp`, the file's with `--seccomp-filter FILE`, else the
     /// built-in lists. A file that cannot be read or used is a `VMMError`
     /// whose message names the file, line, column and JSON path.
-    public static func filters(disabled: Bool, file: String?) throws(VMMError) -> SeccompFilters? {
+    ///
+    /// Only `kinds`, the threads the front end starts, are compiled from the
+    /// built-in lists; a file's lists are all compiled, so that a mistake in
+    /// any of them shows whichever front end is given the file.
+    public static func filters(
+        disabled: Bool, file: String?, kinds: [SeccompThreadKind] = SeccompThreadKind.allCases
+    ) throws(VMMError) -> SeccompFilters? {
         if disabled { return nil }
         guard let file else {
             #if SWIFTVM_SANITIZER
@@ -76,7 +82,7 @@ public enum SeccompFilterFile {
             // unless it is given a filter file.
             return nil
             #else
-            do { return try SeccompFilters.builtIn() } catch {
+            do { return try SeccompFilters.builtIn(kinds: kinds) } catch {
                 throw VMMError(.internalError, "the built-in seccomp filters: \(error)")
             }
             #endif
