@@ -17,35 +17,14 @@
  * its virtio-mmio transports, so the same workload runs under both VMMs. */
 #define BQ_SIZE 128
 
-#define REG_MAGIC 0x000
-#define REG_VERSION 0x004
-#define REG_DEVICE_ID 0x008
-#define REG_DEVICE_FEATURES 0x010
-#define REG_DEVICE_FEATURES_SEL 0x014
-#define REG_DRIVER_FEATURES 0x020
-#define REG_DRIVER_FEATURES_SEL 0x024
-#define REG_QUEUE_SEL 0x030
-#define REG_QUEUE_NUM_MAX 0x034
-#define REG_QUEUE_NUM 0x038
-#define REG_QUEUE_READY 0x044
-#define REG_QUEUE_NOTIFY 0x050
-#define REG_STATUS 0x070
-#define REG_QUEUE_DESC_LOW 0x080
-#define REG_QUEUE_DESC_HIGH 0x084
-#define REG_QUEUE_DRIVER_LOW 0x090
-#define REG_QUEUE_DRIVER_HIGH 0x094
-#define REG_QUEUE_DEVICE_LOW 0x0a0
-#define REG_QUEUE_DEVICE_HIGH 0x0a4
-#define STATUS_ACKNOWLEDGE 1
-#define STATUS_DRIVER 2
-#define STATUS_DRIVER_OK 4
-#define STATUS_FEATURES_OK 8
-#define VIRTIO_MAGIC 0x74726976 /* "virt" */
 
 /* QEMU's microvm: 24 transports of 512 bytes from 0xfeb00000. */
 #define QEMU_MMIO_FIRST 0xfeb00000ull
 #define QEMU_MMIO_STRIDE 0x200ull
 #define QEMU_MMIO_COUNT 24
+
+/* Polls of Status for a reset to finish. */
+#define RESET_SPINS 100000
 
 /* Polls of the used ring without progress before the run is declared stuck. */
 #define STUCK_SPINS (1ull << 32)
@@ -112,17 +91,8 @@ static uint64_t find_disk(void)
     return 0;
 }
 
-/* Resets the device and waits for the reset to finish. */
-static int reset(void)
-{
-    reg_write(REG_STATUS, 0);
-    for (int i = 0; i < 100000; i++) {
-        if (reg_read(REG_STATUS) == 0)
-            return 0;
-        cpu_relax();
-    }
-    return -1;
-}
+/* Resets the device and waits (a bounded number of polls) for the reset to finish. */
+static int reset(void) { return virtio_reset_at(device.base, RESET_SPINS); }
 
 /* Accepts VERSION_1 only (no EVENT_IDX: the guest polls and notifies after
  * each batch it posts), sets up queue 0 with BQ_SIZE entries, DRIVER_OK. */
@@ -154,14 +124,7 @@ static int activate(const char *name)
         kprintf("FAIL %s: queue 0 holds %u entries, blkbench needs %u\n", name, max, BQ_SIZE);
         return -1;
     }
-    reg_write(REG_QUEUE_NUM, BQ_SIZE);
-    uint64_t desc = (uint64_t)bq.desc, avail = (uint64_t)&bq.avail, used = (uint64_t)&bq.used;
-    reg_write(REG_QUEUE_DESC_LOW, (uint32_t)desc);
-    reg_write(REG_QUEUE_DESC_HIGH, (uint32_t)(desc >> 32));
-    reg_write(REG_QUEUE_DRIVER_LOW, (uint32_t)avail);
-    reg_write(REG_QUEUE_DRIVER_HIGH, (uint32_t)(avail >> 32));
-    reg_write(REG_QUEUE_DEVICE_LOW, (uint32_t)used);
-    reg_write(REG_QUEUE_DEVICE_HIGH, (uint32_t)(used >> 32));
+    virtio_set_rings_at(device.base, BQ_SIZE, (uint64_t)bq.desc, (uint64_t)&bq.avail, (uint64_t)&bq.used);
     reg_write(REG_QUEUE_READY, 1);
     reg_write(REG_STATUS, STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK | STATUS_DRIVER_OK);
     return 0;

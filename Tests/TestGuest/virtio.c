@@ -5,41 +5,6 @@
 #include "kstring.h"
 #include "report.h"
 
-/* MMIO registers, version 2 (virtio 1.2, 4.2.2). */
-#define REG_MAGIC 0x000
-#define REG_VERSION 0x004
-#define REG_DEVICE_ID 0x008
-#define REG_DEVICE_FEATURES 0x010
-#define REG_DEVICE_FEATURES_SEL 0x014
-#define REG_DRIVER_FEATURES 0x020
-#define REG_DRIVER_FEATURES_SEL 0x024
-#define REG_QUEUE_SEL 0x030
-#define REG_QUEUE_NUM_MAX 0x034
-#define REG_QUEUE_NUM 0x038
-#define REG_QUEUE_READY 0x044
-#define REG_QUEUE_NOTIFY 0x050
-#define REG_INTERRUPT_STATUS 0x060
-#define REG_INTERRUPT_ACK 0x064
-#define REG_STATUS 0x070
-#define REG_QUEUE_DESC_LOW 0x080
-#define REG_QUEUE_DESC_HIGH 0x084
-#define REG_QUEUE_DRIVER_LOW 0x090
-#define REG_QUEUE_DRIVER_HIGH 0x094
-#define REG_QUEUE_DEVICE_LOW 0x0a0
-#define REG_QUEUE_DEVICE_HIGH 0x0a4
-#define REG_CONFIG_GENERATION 0x0fc
-#define REG_CONFIG 0x100
-
-#define VIRTIO_MAGIC 0x74726976 /* "virt" */
-#define VIRTIO_MMIO_VERSION 2
-
-/* Device status bits (2.1). */
-#define STATUS_ACKNOWLEDGE 1
-#define STATUS_DRIVER 2
-#define STATUS_DRIVER_OK 4
-#define STATUS_FEATURES_OK 8
-#define STATUS_FAILED 128
-
 #define INTERRUPT_USED_BUFFER 1
 
 /* Bounds for every wait: wall time from the LAPIC timer, and an
@@ -92,16 +57,29 @@ static void on_watchdog(struct isr_frame *frame)
     lapic_eoi();
 }
 
-static int reset(struct virtio_dev *d)
+int virtio_reset_at(uint64_t base, int spins)
 {
-    reg_write(d, REG_STATUS, 0);
-    for (int i = 0; i < RESET_SPINS; i++) {
-        if (reg_read(d, REG_STATUS) == 0)
+    mmio_write32(base + REG_STATUS, 0);
+    for (int i = 0; i < spins; i++) {
+        if (mmio_read32(base + REG_STATUS) == 0)
             return 0;
         cpu_relax();
     }
     return -1;
 }
+
+void virtio_set_rings_at(uint64_t base, uint32_t size, uint64_t desc, uint64_t avail, uint64_t used)
+{
+    mmio_write32(base + REG_QUEUE_NUM, size);
+    mmio_write32(base + REG_QUEUE_DESC_LOW, (uint32_t)desc);
+    mmio_write32(base + REG_QUEUE_DESC_HIGH, (uint32_t)(desc >> 32));
+    mmio_write32(base + REG_QUEUE_DRIVER_LOW, (uint32_t)avail);
+    mmio_write32(base + REG_QUEUE_DRIVER_HIGH, (uint32_t)(avail >> 32));
+    mmio_write32(base + REG_QUEUE_DEVICE_LOW, (uint32_t)used);
+    mmio_write32(base + REG_QUEUE_DEVICE_HIGH, (uint32_t)(used >> 32));
+}
+
+static int reset(struct virtio_dev *d) { return virtio_reset_at(d->base, RESET_SPINS); }
 
 static void fail_device(struct virtio_dev *d)
 {
@@ -167,13 +145,7 @@ static int setup_queue_n(struct virtio_dev *d, unsigned q)
     }
     memset(vq, 0, sizeof *vq);
     uint64_t desc = (uint64_t)vq->desc, avail = (uint64_t)&vq->avail, used = (uint64_t)&vq->used;
-    reg_write(d, REG_QUEUE_NUM, VQ_SIZE);
-    reg_write(d, REG_QUEUE_DESC_LOW, (uint32_t)desc);
-    reg_write(d, REG_QUEUE_DESC_HIGH, (uint32_t)(desc >> 32));
-    reg_write(d, REG_QUEUE_DRIVER_LOW, (uint32_t)avail);
-    reg_write(d, REG_QUEUE_DRIVER_HIGH, (uint32_t)(avail >> 32));
-    reg_write(d, REG_QUEUE_DEVICE_LOW, (uint32_t)used);
-    reg_write(d, REG_QUEUE_DEVICE_HIGH, (uint32_t)(used >> 32));
+    virtio_set_rings_at(d->base, VQ_SIZE, desc, avail, used);
     full_barrier();
     reg_write(d, REG_QUEUE_READY, 1);
     if ((ready = reg_read(d, REG_QUEUE_READY)) != 1) {

@@ -7,6 +7,42 @@
 #include <stdint.h>
 #include "cmdline.h"
 
+/* virtio-mmio registers (virtio 1.2, section 4.2.2), as offsets from a
+ * transport's base, and the device status bits (section 2.1). */
+#define REG_MAGIC 0x000
+#define REG_VERSION 0x004
+#define REG_DEVICE_ID 0x008
+#define REG_DEVICE_FEATURES 0x010
+#define REG_DEVICE_FEATURES_SEL 0x014
+#define REG_DRIVER_FEATURES 0x020
+#define REG_DRIVER_FEATURES_SEL 0x024
+#define REG_QUEUE_SEL 0x030
+#define REG_QUEUE_NUM_MAX 0x034
+#define REG_QUEUE_NUM 0x038
+#define REG_QUEUE_READY 0x044
+#define REG_QUEUE_NOTIFY 0x050
+#define REG_INTERRUPT_STATUS 0x060
+#define REG_INTERRUPT_ACK 0x064
+#define REG_STATUS 0x070
+#define REG_QUEUE_DESC_LOW 0x080
+#define REG_QUEUE_DESC_HIGH 0x084
+#define REG_QUEUE_DRIVER_LOW 0x090
+#define REG_QUEUE_DRIVER_HIGH 0x094
+#define REG_QUEUE_DEVICE_LOW 0x0a0
+#define REG_QUEUE_DEVICE_HIGH 0x0a4
+#define REG_CONFIG_GENERATION 0x0fc
+#define REG_CONFIG 0x100
+
+#define VIRTIO_MAGIC 0x74726976 /* "virt" */
+#define VIRTIO_MMIO_VERSION 2
+
+#define STATUS_ACKNOWLEDGE 1
+#define STATUS_DRIVER 2
+#define STATUS_DRIVER_OK 4
+#define STATUS_FEATURES_OK 8
+#define STATUS_NEEDS_RESET 0x40
+#define STATUS_FAILED 128
+
 /* Where the VMM puts device i and which GSI it raises. */
 #define VIRTIO_MMIO_FIRST 0xc0001000ull
 #define VIRTIO_MMIO_STRIDE 0x1000ull
@@ -91,6 +127,13 @@ struct virtio_dev {
 /* Checks magic, version and device id, resets the device, sets
  * ACKNOWLEDGE and DRIVER and reads the offered features.  Returns 0, or
  * -1 after a FAIL line. */
+/* The transport at `base`, for drivers that keep their own queues (blkbench):
+ * writes 0 to Status and polls up to `spins` times for the reset to finish
+ * (0, or -1 when it does not); programs the selected queue's size and ring
+ * addresses (QueueReady is the caller's). */
+int virtio_reset_at(uint64_t base, int spins);
+void virtio_set_rings_at(uint64_t base, uint32_t size, uint64_t desc, uint64_t avail, uint64_t used);
+
 int virtio_begin(struct virtio_dev *d, unsigned index, uint32_t device_id, const char *name);
 
 /* Accepts VERSION_1 plus the wanted bits the device offers, sets
