@@ -2,7 +2,8 @@ import Foundation
 import Testing
 
 /// The two x86_64 entries (`--boot-protocol`): the test guest carries a PVH
-/// note and a 64-bit e_entry, so the same file boots both ways.
+/// note and a 64-bit e_entry, so the same file boots both ways; the same
+/// guest packed as a bzImage boots through a bzImage's 64-bit entry.
 @Suite("Boot protocols: PVH and the Linux 64-bit entry", .serialized, .enabled(if: SwiftVMProcess.kvmAvailable, "needs a usable /dev/kvm"))
 struct BootProtocolTests {
     static func guest() throws -> String {
@@ -58,6 +59,30 @@ struct BootProtocolTests {
         let outcome = try SwiftVMProcess.run(["run", "--kernel", minimal, "--boot-protocol", "pvh", "--no-rng", "--no-console-input"])
         #expect(outcome.status == 0, "stderr: \(outcome.stderr)")
         #expect(outcome.stderr.contains("Guest-boot-time = "))
+    }
+
+    @Test("the test guest packed as a bzImage: loaded at 16 MiB, entered at its 64-bit entry with the zero page, every check passes")
+    func bzImageTestGuest() throws {
+        _ = try Self.guest()  // builds every guest file
+        let bzImage = SwiftVMProcess.packageRoot.appendingPathComponent("Tests/TestGuest/build/swiftvm-testguest.bzImage").path
+        let inspect = try SwiftVMProcess.run(["inspect", "kernel", bzImage])
+        #expect(inspect.stdout.contains("a bzImage (Linux boot protocol 2.15)"), "stdout: \(inspect.stdout)")
+        #expect(inspect.stdout.contains("the Linux 64-bit entry at 0x1000200"), "stdout: \(inspect.stdout)")
+        let cmdline = Self.commandLine(memory: 128, vcpus: 2)
+        let outcome = try SwiftVMProcess.run([
+            "run", "--kernel", bzImage, "--vcpus", "2", "--memory", "128", "--cmdline", cmdline, "--no-console-input",
+        ])
+        let lines = outcome.stdoutLines
+        #expect(outcome.status == 0, "stderr: \(outcome.stderr)")
+        #expect(lines.contains("CMDLINE \(cmdline)"))
+        #expect(lines.contains { $0.hasPrefix("PASS boot-protocol: zero page at 0x7000") }, "stdout: \(outcome.stdout)")
+        // The guest finds itself where the bzImage's header asked to be loaded.
+        #expect(lines.contains { $0.hasPrefix("PASS e820:") && $0.contains("guest image 0x1000200-") }, "stdout: \(outcome.stdout)")
+        for check in ["memory-size", "acpi", "mptable", "smp", "uart-irq", "virtio-rng0"] {
+            #expect(lines.contains { $0.hasPrefix("PASS \(check)") }, "no PASS line for \(check) in:\n\(outcome.stdout)")
+        }
+        #expect(lines.filter { $0.hasPrefix("FAIL") }.isEmpty, "stdout: \(outcome.stdout)")
+        #expect(outcome.stderr.contains("the guest reset the machine"))
     }
 
     @Test("inspect kernel names the entry run takes")
