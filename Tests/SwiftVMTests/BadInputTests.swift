@@ -172,6 +172,32 @@ struct BadInputTests {
         #expect(outcome.stderr.contains("kvm_intel"))
     }
 
+    @Test("--kvm-device naming something else (a file, a directory, a FIFO, /dev/null) says what it is, with status 69", arguments: [
+        "file", "directory", "fifo", "/dev/null",
+    ])
+    func notTheKVMDevice(kind: String) throws {
+        // Before: "/dev/kvm reports KVM API version -1" (naming neither the
+        // path given nor the problem), and exit 70 for a directory.
+        let guest = try #require(SwiftVMProcess.testGuest, "the test guest did not build")
+        let (fifo, directory) = try Self.makeFIFO()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let path: String
+        let expected: String
+        switch kind {
+        case "file":
+            path = directory + "/kvm"
+            try #require(FileManager.default.createFile(atPath: path, contents: Data("kvm".utf8)))
+            expected = "is a regular file, not the KVM device"
+        case "directory": (path, expected) = (directory, "is a directory, not the KVM device")
+        case "fifo": (path, expected) = (fifo, "is a FIFO (named pipe), not the KVM device")
+        default: (path, expected) = (kind, "is a character device that does not answer KVM's ioctls, not the KVM device")
+        }
+        let outcome = try Self.run(kernel: guest, ["--kvm-device", path])
+        #expect(outcome.status == 69, "stderr: \(outcome.stderr)")
+        #expect(outcome.stderr.contains("\(path) \(expected)"), "stderr: \(outcome.stderr)")
+        #expect(outcome.stderr.contains("normally /dev/kvm"))
+    }
+
     /// A FIFO with no writer, in a fresh directory; removed with it.
     static func makeFIFO() throws -> (fifo: String, directory: String) {
         let directory = NSTemporaryDirectory() + "swiftvm-fifo-\(UUID().uuidString)"

@@ -101,6 +101,7 @@ struct SelfTestEvaluationTests {
         (KVMError.deviceMissing(path: "/dev/kvm"), "kvm_intel"),
         (KVMError.permissionDenied(path: "/dev/kvm"), "usermod -aG kvm"),
         (KVMError.unsupportedAPIVersion(11), "version 12"),
+        (KVMError.notKVMDevice(path: "/tmp/kvm", kind: "a regular file"), "/tmp/kvm is a regular file, not the KVM device"),
         (KVMError.missingCapability(name: "KVM_CAP_IRQFD", purpose: "delivering device interrupts"), "KVM_CAP_IRQFD"),
     ])
     func kvmMessages(error: KVMError, expected: String) {

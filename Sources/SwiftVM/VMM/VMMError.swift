@@ -71,7 +71,7 @@ public struct VMMError: Error, Sendable, CustomStringConvertible {
 
     static func kvm(_ error: KVMError, while step: String) -> VMMError {
         switch error {
-        case .deviceMissing, .permissionDenied, .unsupportedAPIVersion, .missingCapability:
+        case .deviceMissing, .permissionDenied, .notKVMDevice, .unsupportedAPIVersion, .missingCapability:
             return VMMError(.kvmUnavailable, error.description)
         case .system(let system):
             let kind: Kind = system.errno == 12 /* ENOMEM */ ? .hostResource : .internalError

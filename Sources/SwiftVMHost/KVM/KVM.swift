@@ -13,16 +13,26 @@ public final class KVM: Sendable {
 
     /// Opens `/dev/kvm` and checks the API version and every capability swiftvm relies on.
     public init(path: String = KVM.defaultPath) throws(KVMError) {
-        let raw = Glibc.open(path, O_RDWR | O_CLOEXEC)
+        // O_NONBLOCK: a FIFO or a terminal given by mistake must not hold
+        // the open; KVM's own descriptors ignore the flag.
+        let raw = Glibc.open(path, O_RDWR | O_CLOEXEC | O_NOCTTY | O_NONBLOCK)
         if raw < 0 {
             switch errno {
             case ENOENT, ENODEV, ENXIO: throw .deviceMissing(path: path)
             case EACCES, EPERM: throw .permissionDenied(path: path)
+            case EISDIR: throw .notKVMDevice(path: path, kind: "a directory")
             default: throw .system(SystemError("open \(path)", errno: errno))
             }
         }
         fd = FileDescriptor(owning: raw)
+        var info = stat()
+        if fstat(raw, &info) == 0, info.st_mode & S_IFMT != S_IFCHR {
+            throw .notKVMDevice(path: path, kind: Self.describe(mode: info.st_mode))
+        }
         let version = svm_ioctl_int(raw, SVM_KVM_GET_API_VERSION, 0)
+        if version < 0 && errno == ENOTTY {
+            throw .notKVMDevice(path: path, kind: "a character device that does not answer KVM's ioctls")
+        }
         guard version == KVM.expectedAPIVersion else { throw .unsupportedAPIVersion(version) }
         for (capability, name, purpose) in KVM.requiredCapabilities {
             if svm_ioctl_int(raw, SVM_KVM_CHECK_EXTENSION, UInt(capability)) <= 0 {
@@ -32,6 +42,17 @@ public final class KVM: Sendable {
         let size = svm_ioctl_int(raw, SVM_KVM_GET_VCPU_MMAP_SIZE, 0)
         guard size > 0 else { throw .system(SystemError("KVM_GET_VCPU_MMAP_SIZE", errno: errno)) }
         vcpuMapSize = Int(size)
+    }
+
+    private static func describe(mode: mode_t) -> String {
+        switch mode & S_IFMT {
+        case S_IFREG: "a regular file"
+        case S_IFDIR: "a directory"
+        case S_IFIFO: "a FIFO (named pipe)"
+        case S_IFSOCK: "a socket"
+        case S_IFBLK: "a block device"
+        default: "not a character device"
+        }
     }
 
     static let requiredCapabilities: [(Int32, String, String)] = [

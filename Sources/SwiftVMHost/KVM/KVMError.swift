@@ -6,6 +6,10 @@ public enum KVMError: Error, Equatable, Sendable, CustomStringConvertible {
     case deviceMissing(path: String)
     /// `/dev/kvm` exists but this user may not open it.
     case permissionDenied(path: String)
+    /// The path names something other than the KVM device: `kind` says
+    /// what (a regular file, a directory, a FIFO, a character device that
+    /// does not answer KVM's ioctls).
+    case notKVMDevice(path: String, kind: String)
     /// The kernel speaks a KVM API other than version 12.
     case unsupportedAPIVersion(Int32)
     /// A capability the VMM depends on is absent.
@@ -22,6 +26,9 @@ public enum KVMError: Error, Equatable, Sendable, CustomStringConvertible {
         case .permissionDenied(let path):
             "permission denied opening \(path). Add your user to the group that owns it "
                 + "(usually: sudo usermod -aG kvm $USER, then log in again) or run swiftvm as root."
+        case .notKVMDevice(let path, let kind):
+            "\(path) is \(kind), not the KVM device: give the KVM character device (normally /dev/kvm), "
+                + "or leave the option out to use /dev/kvm."
         case .unsupportedAPIVersion(let version):
             "/dev/kvm reports KVM API version \(version); swiftvm needs version 12, "
                 + "which every Linux kernel since 2.6.22 provides."
