@@ -89,9 +89,17 @@ struct DumpTablesCommand: ParsableCommand {
         }
         for file in files {
             let path = out + "/" + file.name
+            // O_NONBLOCK: a FIFO left at the path must not hold the command
+            // until something reads it; only a regular file is written.
             let output: FileDescriptor
-            do { output = try FileDescriptor.open(path, flags: O_WRONLY | O_CREAT | O_TRUNC) } catch {
-                Log.error("cannot write \(path): \(String(cString: strerror(error.errno)))")
+            do { output = try FileDescriptor.open(path, flags: O_WRONLY | O_CREAT | O_TRUNC | O_NONBLOCK) } catch {
+                let reason = error.errno == ENXIO ? "it is a FIFO (named pipe), not a file" : String(cString: strerror(error.errno))
+                Log.error("cannot write \(path): \(reason); remove it or choose another --out")
+                throw ExitCode(ExitStatus.missingInput)
+            }
+            var info = stat()
+            guard fstat(output.rawValue, &info) == 0, info.st_mode & S_IFMT == S_IFREG else {
+                Log.error("cannot write \(path): it is not a regular file; remove it or choose another --out")
                 throw ExitCode(ExitStatus.missingInput)
             }
             var failure: SystemError?

@@ -198,6 +198,16 @@ struct BadInputTests {
         #expect(outcome.stderr.contains("normally /dev/kvm"))
     }
 
+    @Test("dump-tables refuses a FIFO where a table file goes (exit 66) instead of waiting for a reader")
+    func dumpTablesOverFIFO() throws {
+        let (_, directory) = try Self.makeFIFO()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        try #require(mkfifo(directory + "/RSDP.dat", 0o600) == 0)
+        let outcome = try SwiftVMProcess.run(["dump-tables", "--out", directory], timeout: 30)
+        #expect(outcome.status == 66, "stderr: \(outcome.stderr)")
+        #expect(outcome.stderr.contains("\(directory)/RSDP.dat: it is a FIFO (named pipe), not a file"), "stderr: \(outcome.stderr)")
+    }
+
     /// A FIFO with no writer, in a fresh directory; removed with it.
     static func makeFIFO() throws -> (fifo: String, directory: String) {
         let directory = NSTemporaryDirectory() + "swiftvm-fifo-\(UUID().uuidString)"
