@@ -51,8 +51,13 @@ public enum Log {
         set { threshold.store(newValue.rawValue, ordering: .relaxed) }
     }
 
-    /// Sends log lines to `fd` instead of standard error.
-    public static func redirect(to fd: Int32) { sink.withLock { $0.fd = fd } }
+    /// Opens the log's own descriptor for standard error now, if no line
+    /// has yet: a thread whose seccomp filter refuses `open` can then log.
+    public static func openStandardErrorNow() {
+        sink.withLock { sink in
+            if sink.fd == nil { sink.fd = nonBlockingStandardError() }
+        }
+    }
 
     /// Hands every line (without the "swiftvm: " prefix) to `handler` instead
     /// of writing it; nil goes back to standard error. The rate limit on

@@ -38,11 +38,6 @@ struct SwiftVMCommand: ParsableCommand {
         }
         do {
             var command = try parseAsRoot()
-            // The selftest's own VMs run under the filters `swiftvm run` uses
-            // (docs/security.md); its main thread goes on building VMs.
-            if command is SelfTestCommand {
-                do { VMConfig.defaultSeccomp = try SeccompFilters.builtIn() } catch { Log.warning("no seccomp filters: \(error)") }
-            }
             try command.run()
         } catch {
             finish(error)

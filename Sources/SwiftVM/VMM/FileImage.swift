@@ -54,7 +54,7 @@ enum InputFile {
         default: accepted = false
         }
         guard accepted else {
-            throw VMMError(.missingFile(path: path), "\(subject) is \(describe(type)); give \(expected(kinds))")
+            throw VMMError(.missingFile(path: path), "\(subject) is \(FileType.describe(type)); give \(expected(kinds))")
         }
         // Reads wait for data again; io_uring would otherwise fail them with EAGAIN.
         let fileFlags = fcntl(fd.rawValue, F_GETFL)
@@ -74,18 +74,6 @@ enum InputFile {
     }
 
     /// What a file of `type` (the `S_IFMT` bits) is, as messages say it.
-    static func describe(_ type: mode_t) -> String {
-        switch type {
-        case S_IFDIR: "a directory"
-        case S_IFIFO: "a FIFO (named pipe)"
-        case S_IFCHR: "a character device"
-        case S_IFBLK: "a block device"
-        case S_IFSOCK: "a socket"
-        case S_IFREG: "a regular file"
-        default: "not a regular file"
-        }
-    }
-
     /// What the message asks for instead.
     static func expected(_ kinds: InputFileKinds) -> String {
         kinds.contains(.blockDevice) ? "a regular file or a block device" : "a regular file"

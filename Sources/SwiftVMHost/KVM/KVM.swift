@@ -27,7 +27,7 @@ public final class KVM: Sendable {
         fd = FileDescriptor(owning: raw)
         var info = stat()
         if fstat(raw, &info) == 0, info.st_mode & S_IFMT != S_IFCHR {
-            throw .notKVMDevice(path: path, kind: Self.describe(mode: info.st_mode))
+            throw .notKVMDevice(path: path, kind: FileType.describe(info.st_mode & S_IFMT))
         }
         let version = svm_ioctl_int(raw, SVM_KVM_GET_API_VERSION, 0)
         if version < 0 && errno == ENOTTY {
@@ -42,17 +42,6 @@ public final class KVM: Sendable {
         let size = svm_ioctl_int(raw, SVM_KVM_GET_VCPU_MMAP_SIZE, 0)
         guard size > 0 else { throw .system(SystemError("KVM_GET_VCPU_MMAP_SIZE", errno: errno)) }
         vcpuMapSize = Int(size)
-    }
-
-    private static func describe(mode: mode_t) -> String {
-        switch mode & S_IFMT {
-        case S_IFREG: "a regular file"
-        case S_IFDIR: "a directory"
-        case S_IFIFO: "a FIFO (named pipe)"
-        case S_IFSOCK: "a socket"
-        case S_IFBLK: "a block device"
-        default: "not a character device"
-        }
     }
 
     static let requiredCapabilities: [(Int32, String, String)] = [

@@ -131,18 +131,8 @@ public final class SeccompFilters: Sendable {
             if result != 0 {
                 throw SeccompError("cannot install the SIGSYS handler: " + String(cString: strerror(-result)))
             }
-            Log.redirect(to: nonBlockingStandardError())
+            Log.openStandardErrorNow()
             done = true
         }
-    }
-
-    /// What the log itself opens at its first line: a pipe, FIFO or terminal
-    /// on standard error is reopened with O_NONBLOCK (the flag on descriptor
-    /// 2 would change it for the shell too); a file is used as it is.
-    private static func nonBlockingStandardError() -> Int32 {
-        var info = stat()
-        guard fstat(2, &info) == 0, info.st_mode & S_IFMT == S_IFIFO || info.st_mode & S_IFMT == S_IFCHR else { return 2 }
-        let reopened = open("/proc/self/fd/2", O_WRONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY | O_APPEND)
-        return reopened >= 0 ? reopened : 2
     }
 }
