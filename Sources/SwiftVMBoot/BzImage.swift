@@ -12,23 +12,34 @@ import SwiftVMMemory
 /// runs.
 public struct BzImageLayout: Equatable, Sendable {
     /// Offsets in the file (and in the zero page, which mirrors the first
-    /// sector's header fields).
-    enum Offset {
-        static let setupSectors = 0x1f1
-        static let jump = 0x200
-        static let header = 0x202
-        static let version = 0x206
-        static let loadFlags = 0x211
-        static let code32Start = 0x214
-        static let kernelAlignment = 0x230
-        static let relocatable = 0x234
-        static let xloadflags = 0x236
-        static let preferredAddress = 0x258
-        static let initSize = 0x260
+    /// sector's header fields); `swiftvm inspect kernel` reads them too.
+    public enum Offset {
+        public static let setupSectors = 0x1f1
+        public static let jump = 0x200
+        public static let header = 0x202
+        public static let version = 0x206
+        /// kernel_version (2.00+): the banner's offset, less 0x200.
+        public static let kernelVersion = 0x20e
+        public static let loadFlags = 0x211
+        public static let code32Start = 0x214
+        public static let kernelAlignment = 0x230
+        /// relocatable_kernel (2.05+).
+        public static let relocatable = 0x234
+        /// xloadflags (2.12+).
+        public static let xloadflags = 0x236
+        /// payload_offset and payload_length (2.08+).
+        public static let payloadOffset = 0x248
+        public static let payloadLength = 0x24c
+        public static let preferredAddress = 0x258
+        public static let initSize = 0x260
         /// Where `struct boot_params` stops holding the setup header
         /// (edd_mbr_sig_buffer starts here).
         static let zeroPageHeaderLimit = 0x290
     }
+
+    /// The real-mode setup sectors that follow the boot sector, from the
+    /// setup_sects byte: 0 means 4 (old kernels).
+    public static func setupSectors(_ byte: UInt8) -> Int { byte == 0 ? 4 : Int(byte) }
 
     /// 2.12: the first protocol with xloadflags and so with XLF_KERNEL_64
     /// (Linux 3.8).
@@ -100,7 +111,7 @@ public struct BzImageLayout: Equatable, Sendable {
         let xloadflags = head.loadLittleEndian(UInt16.self, at: Offset.xloadflags) ?? 0
         guard xloadflags & Self.xlfKernel64 != 0 else { throw .bzImageNo64BitEntry(protocolVersion: version) }
 
-        let sectors = head[Offset.setupSectors] == 0 ? 4 : Int(head[Offset.setupSectors])
+        let sectors = Self.setupSectors(head[Offset.setupSectors])
         let kernelOffset = UInt64(sectors + 1) * 512
         // Some protected-mode code past the entry must be there to run.
         guard image.size > kernelOffset + Self.entryOffset else {

@@ -169,25 +169,25 @@ public struct KernelInspection: Sendable {
     /// The setup header (Documentation/arch/x86/boot.rst, "The Real-Mode Kernel Header").
     private mutating func describeBzImage(_ bytes: [UInt8]) {
         guard case .bzImage(let protocolVersion) = format else { return }
+        typealias Offset = BzImageLayout.Offset
         facts.append(Fact(label: "boot protocol", value: KernelFormat.protocolString(protocolVersion)))
-        // kernel_version (0x20e, protocol 2.00+): offset of the version string, less 0x200.
-        if let pointer = bytes.loadLittleEndian(UInt16.self, at: 0x20e), pointer != 0 {
+        if let pointer = bytes.loadLittleEndian(UInt16.self, at: Offset.kernelVersion), pointer != 0 {
             version = Self.text(in: bytes, at: Int(pointer) + 0x200)
         }
-        if protocolVersion >= 0x0205, bytes.count > 0x234 {
-            facts.append(Fact(label: "relocatable", value: bytes[0x234] != 0 ? "yes" : "no"))
+        if protocolVersion >= 0x0205, bytes.count > Offset.relocatable {
+            facts.append(Fact(label: "relocatable", value: bytes[Offset.relocatable] != 0 ? "yes" : "no"))
         }
-        if protocolVersion >= 0x020c, let xloadflags = bytes.loadLittleEndian(UInt16.self, at: 0x236) {
-            // XLF_KERNEL_64: a 64-bit entry point at 0x200 past the protected-mode start.
-            facts.append(Fact(label: "64-bit entry", value: xloadflags & 1 != 0 ? "yes" : "no"))
-        }
-        if protocolVersion >= 0x0208, bytes.count > 0x1f1,
-            let payloadOffset = bytes.loadLittleEndian(UInt32.self, at: 0x248),
-            let payloadLength = bytes.loadLittleEndian(UInt32.self, at: 0x24c)
+        if protocolVersion >= BzImageLayout.minimumProtocol,
+            let xloadflags = bytes.loadLittleEndian(UInt16.self, at: Offset.xloadflags)
         {
-            // setup_sects 0 means 4; the protected-mode code follows the setup sectors and the boot sector.
-            let setupSectors = bytes[0x1f1] == 0 ? 4 : Int(bytes[0x1f1])
-            let start = (setupSectors + 1) * 512 + Int(payloadOffset)
+            facts.append(Fact(label: "64-bit entry", value: xloadflags & BzImageLayout.xlfKernel64 != 0 ? "yes" : "no"))
+        }
+        if protocolVersion >= 0x0208, bytes.count > Offset.setupSectors,
+            let payloadOffset = bytes.loadLittleEndian(UInt32.self, at: Offset.payloadOffset),
+            let payloadLength = bytes.loadLittleEndian(UInt32.self, at: Offset.payloadLength)
+        {
+            // The protected-mode part follows the boot sector and the setup sectors.
+            let start = (BzImageLayout.setupSectors(bytes[Offset.setupSectors]) + 1) * 512 + Int(payloadOffset)
             let head = start < bytes.count ? Array(bytes[start..<min(bytes.count, start + 16)]) : []
             let compression = KernelFormat.compressionMagics.first { head.starts(with: $0.0) }?.1 ?? "unknown"
             facts.append(Fact(label: "payload", value: "\(payloadLength) bytes, \(compression)-compressed"))
