@@ -452,12 +452,10 @@ final class FirecrackerController: Sendable {
     static func rateLimiterFields(_ model: RateLimiter, field: String) throws(VMConfigError) -> RateLimiterConfig {
         func bucket(_ bucket: TokenBucket?, _ name: String) throws(VMConfigError) -> TokenBucketConfig? {
             guard let bucket else { return nil }
-            guard bucket.refillTime <= TokenBucketConfig.maxRefillTimeMilliseconds else {
-                throw .invalid("\(field).\(name).refill_time: \(bucket.refillTime) ms is too long; "
-                    + "at most \(TokenBucketConfig.maxRefillTimeMilliseconds) ms")
-            }
-            return TokenBucketConfig(
+            let config = TokenBucketConfig(
                 size: bucket.size, oneTimeBurst: bucket.oneTimeBurst ?? 0, refillTimeMilliseconds: bucket.refillTime)
+            try config.validate("\(field).\(name).refill_time")
+            return config
         }
         return RateLimiterConfig(bandwidth: try bucket(model.bandwidth, "bandwidth"), ops: try bucket(model.ops, "ops"))
     }

@@ -1,3 +1,5 @@
+import SwiftVMDevices
+
 /// Splits a CLI device spec (`key=value,flag,...`) into fields and flags,
 /// refusing a key given twice and anything not in `keys` or `flags`.
 struct DeviceSpec {
@@ -29,29 +31,16 @@ struct DeviceSpec {
 /// `TokenBucket`: `size` tokens (bytes or operations) at most, refilled from
 /// empty to full in `refillTimeMilliseconds`, and `oneTimeBurst` tokens more
 /// at the start that are spent first and never refill. A bucket with no size
-/// or no refill time limits nothing, as in Firecracker.
-public struct TokenBucketConfig: Sendable, Equatable {
-    public var size: UInt64
-    public var oneTimeBurst: UInt64
-    public var refillTimeMilliseconds: UInt64
+/// or no refill time limits nothing, as in Firecracker. The devices' own
+/// type; the configuration adds the checks and the CLI form.
+public typealias TokenBucketConfig = TokenBucket.Configuration
 
-    public init(size: UInt64, oneTimeBurst: UInt64 = 0, refillTimeMilliseconds: UInt64) {
-        self.size = size
-        self.oneTimeBurst = oneTimeBurst
-        self.refillTimeMilliseconds = refillTimeMilliseconds
-    }
-
-    /// Whether the bucket limits anything.
-    public var limits: Bool { size > 0 && refillTimeMilliseconds > 0 }
-
-    /// The longest refill time: its nanoseconds must fit 64 bits (about 584 years).
-    public static let maxRefillTimeMilliseconds: UInt64 = UInt64.max / 1_000_000
-
+extension TokenBucket.Configuration {
     /// Checks the values; `field` names the bucket in the message.
     public func validate(_ field: String) throws(VMConfigError) {
-        guard refillTimeMilliseconds <= Self.maxRefillTimeMilliseconds else {
+        guard refillTimeMilliseconds <= TokenBucket.maxRefillTimeMilliseconds else {
             throw .invalid("\(field): refill time \(refillTimeMilliseconds) ms is too long; "
-                + "at most \(Self.maxRefillTimeMilliseconds) ms")
+                + "at most \(TokenBucket.maxRefillTimeMilliseconds) ms")
         }
     }
 
@@ -93,16 +82,10 @@ public struct TokenBucketConfig: Sendable, Equatable {
 
 /// A rate limiter, in the terms of Firecracker's `RateLimiter`: a bandwidth
 /// bucket (bytes) and an operations bucket (requests or frames), either or
-/// both; a nil bucket is no limit of that kind.
-public struct RateLimiterConfig: Sendable, Equatable {
-    public var bandwidth: TokenBucketConfig?
-    public var ops: TokenBucketConfig?
+/// both; a nil bucket is no limit of that kind. The devices' own type.
+public typealias RateLimiterConfig = RateLimiter.Configuration
 
-    public init(bandwidth: TokenBucketConfig? = nil, ops: TokenBucketConfig? = nil) {
-        self.bandwidth = bandwidth
-        self.ops = ops
-    }
-
+extension RateLimiter.Configuration {
     /// Whether either bucket limits anything.
     public var limits: Bool { bandwidth?.limits == true || ops?.limits == true }
 

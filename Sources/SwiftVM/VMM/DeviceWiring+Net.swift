@@ -6,7 +6,7 @@ extension DeviceWiring {
     func makeNetDevice(_ net: NetConfig) throws(VMMError) -> any VirtioDevice {
         let backend = try TapBackend.open(tapName: net.tapName, id: net.id)
         return VirtioNet(
-            id: net.id, mac: net.mac, backend: backend, receiveLimiter: net.rxRateLimiter.deviceConfiguration,
-            transmitLimiter: net.txRateLimiter.deviceConfiguration)
+            id: net.id, mac: net.mac, backend: backend, receiveLimiter: net.rxRateLimiter ?? RateLimiterConfig(),
+            transmitLimiter: net.txRateLimiter ?? RateLimiterConfig())
     }
 }

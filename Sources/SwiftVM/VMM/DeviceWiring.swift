@@ -89,7 +89,7 @@ struct DeviceWiring: @unchecked Sendable {
                 let settings = BlockDriveConfig(id: drive.id, readOnly: drive.readOnly, cacheWriteback: drive.cacheType == .writeback)
                 do {
                     device = try VirtioBlock(
-                        config: settings, backend: backend, rateLimiter: drive.rateLimiter.deviceConfiguration)
+                        config: settings, backend: backend, rateLimiter: drive.rateLimiter ?? RateLimiterConfig())
                 } catch {
                     throw VMMError(.usage, "drive \(drive.id): \(error)")
                 }
@@ -106,7 +106,7 @@ struct DeviceWiring: @unchecked Sendable {
                 device = made
                 name = "virtio-balloon"
             case .entropy:
-                device = VirtioRNG(rateLimiter: config.entropyRateLimiter.deviceConfiguration)
+                device = VirtioRNG(rateLimiter: config.entropyRateLimiter ?? RateLimiterConfig())
                 name = "virtio-rng"
             }
             let transport = VirtioMMIOTransport(

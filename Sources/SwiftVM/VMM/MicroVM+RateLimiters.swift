@@ -23,15 +23,10 @@ public enum RateLimitedDevice: Sendable, Hashable, CustomStringConvertible {
 
 /// A change to a running device's rate limiter, bucket by bucket.
 public struct RateLimiterUpdate: Sendable, Equatable {
-    public enum Bucket: Sendable, Equatable {
-        /// The bucket stays as it is, tokens and all.
-        case unchanged
-        /// No more limit of this kind.
-        case disabled
-        /// A new bucket, full; one that limits nothing (no size or no refill
-        /// time) is `disabled`.
-        case set(TokenBucketConfig)
-    }
+    /// `unchanged` (tokens and all), `disabled`, or `set` to a new, full
+    /// bucket; one that limits nothing (no size or no refill time) disables
+    /// the limit.
+    public typealias Bucket = RateLimiter.BucketUpdate
 
     public var bandwidth: Bucket
     public var ops: Bucket
@@ -51,33 +46,6 @@ public struct RateLimiterUpdate: Sendable, Equatable {
         }
         self.init(bandwidth: bucket(patch?.bandwidth), ops: bucket(patch?.ops))
     }
-
-    var deviceBandwidth: RateLimiter.BucketUpdate { bandwidth.deviceUpdate }
-    var deviceOps: RateLimiter.BucketUpdate { ops.deviceUpdate }
-}
-
-extension RateLimiterUpdate.Bucket {
-    var deviceUpdate: RateLimiter.BucketUpdate {
-        switch self {
-        case .unchanged: .unchanged
-        case .disabled: .disabled
-        case .set(let config): config.limits ? .set(config.deviceConfiguration) : .disabled
-        }
-    }
-}
-
-extension TokenBucketConfig {
-    var deviceConfiguration: TokenBucket.Configuration {
-        TokenBucket.Configuration(size: size, oneTimeBurst: oneTimeBurst, refillTimeMilliseconds: refillTimeMilliseconds)
-    }
-}
-
-extension Optional where Wrapped == RateLimiterConfig {
-    /// The devices' form of the limiter; no limit for nil.
-    var deviceConfiguration: RateLimiter.Configuration {
-        RateLimiter.Configuration(
-            bandwidth: self?.bandwidth.map(\.deviceConfiguration), ops: self?.ops.map(\.deviceConfiguration))
-    }
 }
 
 extension MicroVM {
@@ -87,8 +55,8 @@ extension MicroVM {
     /// on at once. Safe from any thread; the device applies it under its lock
     /// and resumes on the event loop.
     public func updateRateLimiter(_ device: RateLimitedDevice, _ update: RateLimiterUpdate) throws(VMMError) {
-        let bandwidth = update.deviceBandwidth
-        let ops = update.deviceOps
+        let bandwidth = update.bandwidth
+        let ops = update.ops
         for endpoint in machine.devices.virtio {
             switch (device, endpoint.transport.device) {
             case (.drive(let id), let block as VirtioBlock) where block.config.id == id:
