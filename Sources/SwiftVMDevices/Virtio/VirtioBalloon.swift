@@ -656,8 +656,7 @@ extension VirtioBalloon {
         let activation = state.withLock { s -> VirtioActivation? in s.epoch == epoch ? s.activation : nil }
         guard let activation, let queue = activation.queue(at: index) else { return }
         _ = serveStatistics(queue, memory: activation.memory)
-        if let failure = queue.failure { activation.notifier.requestReset("queue \(index): \(failure)") }
-        activation.signalUsedBuffers(on: queue)
+        activation.settle(queue, index: index)
     }
 
     /// Returns the held buffer (used length 0: the device writes nothing) so

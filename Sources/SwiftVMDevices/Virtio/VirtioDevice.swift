@@ -96,6 +96,24 @@ public struct VirtioActivation: Sendable {
     public func signalUsedBuffers(on queue: SplitQueue) {
         if queue.needsNotification() { notifier.signalUsedBuffers() }
     }
+
+    /// What follows work on queue `index` that the device did itself (after
+    /// a rate limiter's timer, a completion, a backend's readiness), as the
+    /// transport does after a notification: a failed queue asks for a reset,
+    /// and the guest is interrupted if it asked to be.
+    public func settle(_ queue: SplitQueue, index: Int) {
+        if let failure = queue.failure { notifier.requestReset("queue \(index): \(failure)") }
+        signalUsedBuffers(on: queue)
+    }
+
+    /// ``settle(_:index:)`` after a pass the device ran itself, and `again`
+    /// on the event loop when the pass stopped at its limit with more waiting.
+    public func finishPass(
+        on queue: SplitQueue, index: Int, more: Bool, again: @escaping @Sendable () -> Void
+    ) {
+        settle(queue, index: index)
+        if more, queue.failure == nil { events?.post(again) }
+    }
 }
 
 /// A virtio device model, independent of the transport that exposes it.

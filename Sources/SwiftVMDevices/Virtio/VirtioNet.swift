@@ -347,8 +347,7 @@ extension VirtioNet {
 
     private func settle(queue index: Int, _ activation: VirtioActivation) {
         guard let queue = activation.queue(at: index) else { return }
-        if let failure = queue.failure { activation.notifier.requestReset("queue \(index): \(failure)") }
-        activation.signalUsedBuffers(on: queue)
+        activation.settle(queue, index: index)
     }
 
     /// Adds or drops interest in the backend becoming writable, which is

@@ -180,10 +180,8 @@ public final class VirtioRNG: VirtioDevice, DeviceCountersOwner {
         }
         guard let activation, let queue = activation.queue(at: 0) else { return }
         let more = pass(queue: 0, activation, generation: generation)
-        if let failure = queue.failure { activation.notifier.requestReset("queue 0: \(failure)") }
-        activation.signalUsedBuffers(on: queue)
-        if more, queue.failure == nil {
-            activation.events?.post { [weak self] in self?.resume(generation: generation, serial: nil) }
+        activation.finishPass(on: queue, index: 0, more: more) { [weak self] in
+            self?.resume(generation: generation, serial: nil)
         }
     }
 
