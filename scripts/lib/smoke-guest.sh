@@ -10,6 +10,9 @@
 #   smoke.finish=poweroff|reboot
 #   smoke.token=WORD           written to the scratch drive, so the host can
 #                              tell this run's write from an old one
+# Tells the host's wrapper (boot-smoke.sh's test command) that the checks
+# began: from here on, a crash is reported, not retried.
+: >/run/smoke-started
 mode=devices finish=poweroff token=none net_guest="" net_host=""
 for word in $(cat /proc/cmdline); do
     case "$word" in
