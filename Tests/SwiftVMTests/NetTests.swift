@@ -177,7 +177,12 @@ struct NetTests {
         var net = "id=eth0,tap=tap0"
         if let mac { net += ",mac=\(mac)" }
         let cmdline = "console=ttyS0 testguest.acpi=1 testguest.virtio=net" + (offload ? " testguest.net_offload=1" : "")
-        let command = [binary, "run", "--kernel", guest, "--net", net, "--no-rng", "--cmdline", cmdline, "--no-console-input"]
+        // Warnings only: the output merges both streams, and an info line
+        // (the boot time) could land inside a guest's line.
+        let command = [
+            binary, "run", "--kernel", guest, "--net", net, "--no-rng", "--cmdline", cmdline, "--no-console-input",
+            "--log-level", "warning",
+        ]
         let run = try NetHost.Background(namespace.exec(withoutNetAdmin ? NetTestSupport.withoutNetAdmin(command) : command))
         let status = run.wait(timeout: 90)
         let output = run.output
