@@ -121,9 +121,13 @@ args=(run --kernel "$kernel" --rootfs "$rootfs" --memory 256 --no-console-input)
 if [[ $hardware == no ]]; then
   # What the emulating backend cannot run (see docs/guest-kernels.md): hide
   # CX16 and XSAVE, POPCNT and SMAP, and skip the clock-pairing hypercall.
+  # nofsgsbase: user processes died reading thread-local storage through an
+  # FS base of 0 (busybox, "segfault at 0" on mov (%rax) after mov %fs:0),
+  # which points at the FS base the kernel keeps with RDFSBASE/WRFSBASE;
+  # without them it uses the MSR.
   args+=(--cpu-template GuestConfigs/cpu-templates/no-cx16-no-xsave.json --append noxsave)
   if [[ $test_kernel == yes ]]; then
-    args+=(--append "clearcpuid=popcnt,smap initcall_blacklist=ptp_kvm_init nopvspin")
+    args+=(--append "clearcpuid=popcnt,smap initcall_blacklist=ptp_kvm_init nopvspin nofsgsbase")
   fi
 fi
 
@@ -335,11 +339,26 @@ if template:
 print(json.dumps(config))
 PY
 api_sock="$work/api.sock"
-python3 scripts/lib/smoke-host.py firecracker "$api_sock" "$work/api.log" "$work/api-config.json" 64 "$timeout" \
-  >"$work/api-client.out" 2>&1 &
-client=$!
-boot api --api-sock "$api_sock" --id smoke --boot-timer
-wait "$client" || true
+# With 2 vCPUs under an emulating KVM, guest user processes die by a signal
+# now and then (docs/guest-kernels.md), wherever they run; a boot whose
+# client failed after such a crash is booted once more, and said. Every
+# check below then reads that second boot, which must pass them all.
+for attempt in 1 2; do
+  rm -f "$api_sock"
+  python3 scripts/lib/smoke-host.py firecracker "$api_sock" "$work/api.log" "$work/api-config.json" 64 "$timeout" \
+    >"$work/api-client.out" 2>&1 &
+  client=$!
+  boot api --api-sock "$api_sock" --id smoke --boot-timer
+  client_status=0
+  wait "$client" || client_status=$?
+  if ((attempt == 1 && client_status != 0)) && [[ $hardware == no ]] &&
+     has api "segfault at|Segmentation fault|SMOKE restarted|SMOKE segfaults [1-9]"; then
+    echo "NOTE api: guest user space crashed and the client failed ($(tail -n1 "$work/api-client.out")); booting once more"
+    for f in api.log api.err api-client.out; do mv "$work/$f" "$work/first-$f"; done
+    continue
+  fi
+  break
+done
 stages api
 check "Firecracker API: configured over the socket and started ($(head -n1 "$work/api-client.out"))" \
   grep -q "^started Running" "$work/api-client.out"
