@@ -13,10 +13,6 @@
 # Tells the host's wrapper (boot-smoke.sh's test command) that the checks
 # began: from here on, a crash is reported, not retried.
 : >/run/smoke-started
-# init (PID 1) onto CPU 0 too: what it starts later (the Ctrl-Alt-Del and
-# shutdown scripts, reboot) inherits that, and user space on the second vCPU
-# of an emulating KVM dies now and then (a CI run lost its reboot that way).
-taskset -p 1 1 >/dev/null 2>&1
 mode=devices finish=poweroff token=none net_guest="" net_host=""
 for word in $(cat /proc/cmdline); do
     case "$word" in
