@@ -91,8 +91,8 @@ if command -v gcc >/dev/null && gcc -static -O2 -o "$extra/bin/smoke-vsock" scri
   vsock_tool=yes
 fi
 # The guest's test command. With 2 vCPUs under an emulating KVM (kvm_pvm), a
-# user process on the second vCPU now and then dies by a signal; the script
-# is kept on CPU 0 from its start, and if it dies before it begins its checks
+# user process now and then dies by a signal (docs/guest-kernels.md); the
+# script runs on CPU 0 alone from its start, and if it dies before its checks
 # (it creates /run/smoke-started first) it is started again, at most twice,
 # with a "SMOKE restarted STATUS" line. One that dies later is not repeated:
 # its checks talk to the host, and the host reports what is missing.

@@ -93,13 +93,13 @@ struct DumpTablesCommand: ParsableCommand {
             // until something reads it; only a regular file is written.
             let output: FileDescriptor
             do { output = try FileDescriptor.open(path, flags: O_WRONLY | O_CREAT | O_TRUNC | O_NONBLOCK) } catch {
-                let reason = error.errno == ENXIO ? "it is a FIFO (named pipe), not a file" : String(cString: strerror(error.errno))
+                let reason = error.errno == ENXIO ? "it is \(FileType.describe(S_IFIFO)), not a file" : String(cString: strerror(error.errno))
                 Log.error("cannot write \(path): \(reason); remove it or choose another --out")
                 throw ExitCode(ExitStatus.missingInput)
             }
             var info = stat()
             guard fstat(output.rawValue, &info) == 0, info.st_mode & S_IFMT == S_IFREG else {
-                Log.error("cannot write \(path): it is not a regular file; remove it or choose another --out")
+                Log.error("cannot write \(path): it is \(FileType.describe(info.st_mode & S_IFMT)), not a file; remove it or choose another --out")
                 throw ExitCode(ExitStatus.missingInput)
             }
             var failure: SystemError?

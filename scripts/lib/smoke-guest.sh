@@ -62,11 +62,8 @@ ping_host() { ping -c 2 -W 10 "$net_host" | grep -o '[0-9]* packets received'; }
 send_tcp() { head -c 262144 /bin/busybox | nc "$net_host" 7000 && head -c 262144 /bin/busybox | md5sum | cut -d' ' -f1; }
 
 # The CPUs the kernel brought up (nproc would count only those this script
-# may run on, and it is kept to CPU 0 next).
+# may run on: boot-smoke.sh starts it on CPU 0 alone).
 fact cpus cpus
-# User space on a second vCPU is unreliable under an emulating KVM (kvm_pvm):
-# keep this script and its children on CPU 0.
-taskset -p 1 $$ >/dev/null 2>&1
 
 if [ "$mode" = devices ]; then
     for dev in /sys/bus/virtio/devices/*; do
